@@ -1,0 +1,109 @@
+# Two commands matter (see README): `make demo` and `make test`. Each one sets
+# up what it needs: uv, the runtime venv synced to the lock, the tools venv.
+#
+# Venvs live in a cache keyed by the hash of their lock, so a fresh clone on a
+# machine that already built them starts in seconds, and a changed lock can
+# never reuse a stale env.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+TFX_VERSION ?= 1.16.0
+BASE_PINS ?= ../shared/base-images/tfx-$(TFX_VERSION)/pins.txt
+CACHE_DIR ?= $(HOME)/.cache/trainer-runtime
+UV_VERSION := 0.13.9
+# The lock targets the image: CPython 3.10 on manylinux x86_64.
+LOCK_FLAGS := --python-version 3.10 --python-platform x86_64-manylinux_2_28 \
+	--generate-hashes --no-header --quiet
+
+# Python 3.10 (TFX 1.16 needs <3.11): pyenv's, else whatever is on PATH.
+PYTHON310 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10.*/bin/python3.10) \
+	$(shell command -v python3.10 2>/dev/null))
+BOOT_PYTHON ?= $(firstword $(shell command -v python3 2>/dev/null) $(PYTHON310))
+
+export UV_PYTHON_DOWNLOADS := never
+UV_DIR := $(CACHE_DIR)/uv-$(UV_VERSION)
+UV := $(UV_DIR)/bin/uv
+
+RUNTIME_HASH := $(shell cat requirements.lock requirements-dev.lock | sha256sum | cut -c1-12)
+TOOLS_HASH := $(shell sha256sum < requirements-tools.lock | cut -c1-12)
+RUNTIME_VENV := $(CACHE_DIR)/venvs/runtime-$(RUNTIME_HASH)
+TOOLS_VENV := $(CACHE_DIR)/venvs/tools-$(TOOLS_HASH)
+PY := $(RUNTIME_VENV)/bin/python
+
+# What the tests and the demo need to find their parts.
+export TR_TOOLS_VENV := $(TOOLS_VENV)
+export TR_UV := $(UV)
+export TR_BASE_PINS := $(abspath $(BASE_PINS))
+# TFRS >= 0.7.5 refuses Keras 3; the image sets the same.
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+PYTEST_ARGS ?=
+
+.PHONY: help env lock test demo docs clean-cache bench
+
+help:
+	@echo "make demo   run a real TFX pipeline through the runtime, tracked in MLflow"
+	@echo "make test   set up everything and run the whole test suite"
+	@echo "make lock   re-resolve requirements*.lock (TFX_VERSION=$(TFX_VERSION))"
+	@echo "make docs   regenerate the config reference in docs/configuration.md"
+	@echo "make bench  run the benchmarks in bench/"
+
+$(UV):
+	@echo "==> bootstrapping uv $(UV_VERSION) into $(UV_DIR)"
+	@test -n "$(BOOT_PYTHON)" || { echo "no python3 on PATH to bootstrap uv" >&2; exit 1; }
+	rm -rf $(UV_DIR)
+	$(BOOT_PYTHON) -m venv $(UV_DIR)
+	$(UV_DIR)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+# Runtime venv: exactly requirements.lock + requirements-dev.lock (sync, so
+# nothing extra survives), bytecode compiled because PYTHONDONTWRITEBYTECODE=1
+# here would otherwise make every TF import recompile.
+$(RUNTIME_VENV)/.synced: | $(UV)
+	@echo "==> building runtime venv $(RUNTIME_VENV)"
+	@test -n "$(PYTHON310)" || { echo "Python 3.10 not found: install it (pyenv install 3.10) or set PYTHON310=/path/to/python3.10" >&2; exit 1; }
+	rm -rf $(RUNTIME_VENV)
+	$(UV) venv --quiet --python $(PYTHON310) $(RUNTIME_VENV)
+	$(UV) pip sync --quiet --python $(PY) --require-hashes --compile-bytecode \
+		requirements.lock requirements-dev.lock
+	$(UV) pip check --python $(PY)
+	touch $@
+
+$(TOOLS_VENV)/.synced: | $(UV)
+	@echo "==> building tools venv $(TOOLS_VENV) (mlflow server, storage emulator, linters)"
+	rm -rf $(TOOLS_VENV)
+	$(UV) venv --quiet --python $(PYTHON310) $(TOOLS_VENV)
+	$(UV) pip sync --quiet --python $(TOOLS_VENV)/bin/python --require-hashes \
+		--compile-bytecode requirements-tools.lock
+	touch $@
+
+# The package itself, editable, re-pointed at this checkout on every run (the
+# venv is shared between clones; this takes about a second).
+env: $(RUNTIME_VENV)/.synced $(TOOLS_VENV)/.synced
+	@$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	@echo "==> runtime venv: $(RUNTIME_VENV)"
+
+lock: | $(UV)
+	@test -f $(BASE_PINS) || { echo "base pins not found: $(BASE_PINS)" >&2; exit 1; }
+	$(UV) pip compile $(LOCK_FLAGS) requirements.in -c $(BASE_PINS) -o requirements.lock
+	$(UV) pip compile $(LOCK_FLAGS) requirements-dev.in -c requirements.lock -o requirements-dev.lock
+	$(UV) pip compile $(LOCK_FLAGS) requirements-tools.in -o requirements-tools.lock
+	@echo "==> locked $$(grep -c '^[A-Za-z]' requirements.lock) runtime packages"
+
+test: env
+	@echo "==> running tests"
+	cd $(CURDIR) && $(PY) -m pytest $(PYTEST_ARGS)
+
+demo: env
+	$(PY) -m trainer_runtime.demo
+
+docs: env
+	$(PY) -m trainer_runtime.config_docs docs/configuration.md
+
+bench: env
+	$(PY) -m bench
+
+clean-cache:
+	rm -rf $(CACHE_DIR)/venvs
