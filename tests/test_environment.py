@@ -1,0 +1,91 @@
+"""The locked environment is the image's environment: checks that `pip check` alone misses."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LOCKED = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)", re.M)
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked(path: Path) -> dict[str, str]:
+    return {_norm(n): v for n, v in LOCKED.findall(path.read_text())}
+
+
+def test_lock_pins_every_package_with_hashes():
+    text = (REPO / "requirements.lock").read_text()
+    entries = re.split(r"\n(?=[A-Za-z])", text.strip())
+    entries = [e for e in entries if LOCKED.match(e)]
+    assert len(entries) > 200
+    missing = [e.split()[0] for e in entries if "--hash=sha256:" not in e]
+    assert missing == []
+
+
+def test_lock_keeps_the_base_image_pins():
+    """Every package the base image pins is locked at exactly that version (see requirements.in)."""
+    pins_path = Path(os.environ.get("TR_BASE_PINS", REPO.parent / "shared/base-images/tfx-1.16.0/pins.txt"))
+    assert pins_path.exists(), f"base pins not found at {pins_path}; run through `make test`"
+    pins = locked(pins_path)
+    lock = locked(REPO / "requirements.lock")
+    deviations = {n: (pins[n], lock[n]) for n in pins.keys() & lock.keys() if pins[n] != lock[n]}
+    assert deviations == {}
+    for must in ("pydantic", "typing-extensions", "protobuf", "tensorflow", "tf-keras", "apache-beam"):
+        assert lock[must] == pins[must], must
+
+
+def test_installed_env_equals_the_lock():
+    from importlib import metadata
+
+    lock = locked(REPO / "requirements.lock")
+    installed = {_norm(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    wrong = {n: (v, installed.get(n)) for n, v in lock.items() if installed.get(n) != v}
+    assert wrong == {}
+    assert "mlflow" not in installed, "full mlflow must never sit beside mlflow-skinny"
+
+
+def test_pip_check_passes():
+    uv = os.environ.get("TR_UV")
+    cmd = [uv, "pip", "check", "--python", sys.executable] if uv else [sys.executable, "-m", "pip", "check"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_heavy_imports_work_under_legacy_keras():
+    """What pip check cannot see: tfx.v1 (dill), the Vertex executor module (kfp), TFRS under tf-keras."""
+    code = ("from tfx import v1\n"
+            "import tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor\n"
+            "import tensorflow as tf, tensorflow_recommenders, mlflow, pydantic\n"
+            "import google.cloud.storage, google.auth\n"
+            "print(tf.__version__, tf.keras.__name__, mlflow.__version__, pydantic.VERSION)\n")
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tf_version, keras_module, mlflow_version, pydantic_version = result.stdout.split()[-4:]
+    assert tf_version == "2.16.2"
+    assert keras_module.startswith("tf_keras")
+    assert mlflow_version == locked(REPO / "requirements.lock")["mlflow-skinny"]
+    assert pydantic_version == "2.9.2"
+
+
+def test_importing_the_package_pulls_in_nothing_heavy():
+    # Namespace-package .pth files put bare 'google' and 'google.cloud' in
+    # sys.modules at interpreter start, so compare against that baseline.
+    code = ("import sys\n"
+            "before = set(sys.modules)\n"
+            "import trainer_runtime, trainer_runtime.cli, trainer_runtime.auth\n"
+            "new = set(sys.modules) - before\n"
+            "heavy = sorted(m for m in new if m.split('.')[0] in ('tensorflow', 'mlflow', 'google', 'tfx',"
+            " 'keras', 'tf_keras', 'requests'))\n"
+            "print(heavy)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

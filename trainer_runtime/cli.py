@@ -1,0 +1,88 @@
+"""The `trainer-runtime` command: `doctor`, `run TARGET`, `--version`.
+
+Parses arguments, sets up logging and signals, and hands over to one
+orchestrator (session.run_tracked); the exit code comes from outcome.decide.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import warnings
+from typing import Sequence
+
+from . import __version__
+from .config import FIELDS, load_config
+from .errors import Killed
+
+log = logging.getLogger(__name__)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("configuration (flags > custom_config > env > defaults)")
+    for f in FIELDS:
+        group.add_argument(f.flag, dest=f.name, default=None, metavar=f.name.upper(),
+                           help=f"{f.doc} [env {f.env}]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainer-runtime",
+                                     description="TFX trainer runtime with validated MLflow tracking.")
+    parser.add_argument("--version", action="version", version=f"trainer-runtime {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    doctor = sub.add_parser("doctor", help="run every preflight check without training")
+    _add_config_flags(doctor)
+    run = sub.add_parser("run", help="run a function (pkg.mod:fn) as a tracked training job")
+    run.add_argument("target", help="pkg.module:function, pkg.module.function or file.py:function")
+    run.add_argument("args", nargs=argparse.REMAINDER,
+                     help="after --: arguments for your function, which sees them in sys.argv[1:]")
+    _add_config_flags(run)
+    return parser
+
+
+def _flags(ns: argparse.Namespace) -> dict:
+    return {f.name: getattr(ns, f.name, None) for f in FIELDS}
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM (preemption, cancel) and SIGINT become Killed in the main thread."""
+    def handler(signum, frame):
+        raise Killed(signum)
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def configure_logging(flags: dict) -> None:
+    from . import logs
+
+    # mlflow's pydantic models trip this warning on pydantic 2.9 (the base image's); it is noise.
+    warnings.filterwarnings("ignore", message='Field "model_name" in PromptModelConfig')
+
+    fmt = flags.get("log_format") or os.environ.get("TRAINER_RUNTIME_LOG_FORMAT") or "auto"
+    logs.configure(fmt if fmt in ("auto", "json", "text") else "auto", os.environ)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    flags = _flags(args)
+    configure_logging(flags)
+    from .redact import register_secret
+
+    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD"):
+        register_secret(os.environ.get(name))
+    if args.command == "doctor":
+        from .doctor import run_doctor
+
+        if flags.get("preflight_timeout") is None and not os.environ.get("TRAINER_RUNTIME_PREFLIGHT_TIMEOUT"):
+            flags["preflight_timeout"] = "30"  # doctor answers fast; a job's default allows 300s
+        return run_doctor(lambda: load_config(os.environ, None, flags), sys.stdout)
+    from .standalone import run_standalone
+
+    install_signal_handlers()
+    return run_standalone(args.target, args.args, flags)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

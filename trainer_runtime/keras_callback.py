@@ -1,0 +1,101 @@
+"""The Keras callback that sends training metrics to MLflow without slowing training.
+
+Works with tf-keras (``TF_USE_LEGACY_KERAS=1``, what TFRS needs) and Keras 3:
+one framework-free core, wrapped in a subclass of whichever ``Callback`` base
+the model uses. On the training thread it only converts the values it logs and
+puts them on the run's MetricsLogger queue.
+
+Steps: per-epoch metrics use the epoch index (0-based, continuing across
+several ``fit`` calls); optional every-N-steps metrics are named ``step/<name>``
+at the global step.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MARKER = "_trainer_runtime_callback"
+
+
+def _to_float(value: Any) -> Any:
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value  # the logger drops and reports non-numbers once
+
+
+class CallbackCore:
+    """Shared by every callback instance of one run (so epochs continue across fit calls)."""
+
+    def __init__(self, logger: Any, every_n_steps: int = 0) -> None:
+        self.logger = logger
+        self.every_n_steps = every_n_steps
+        self.epoch_offset = 0
+        self.epochs_seen = 0
+        self.global_step = 0
+        self.final_metrics: dict[str, float] = {}
+        self.fits = 0
+
+    def train_begin(self, params: dict[str, Any], model: Any) -> None:
+        self.fits += 1
+        self.epochs_seen = 0
+        prefix = "keras." if self.fits == 1 else f"keras.fit{self.fits}."
+        values = {f"{prefix}epochs": params.get("epochs"), f"{prefix}steps_per_epoch": params.get("steps")}
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None:
+            values[f"{prefix}optimizer"] = type(optimizer).__name__
+            rate = getattr(optimizer, "learning_rate", None)
+            try:
+                values[f"{prefix}learning_rate"] = float(rate.numpy() if hasattr(rate, "numpy") else rate)
+            except (TypeError, ValueError):
+                values[f"{prefix}learning_rate"] = type(rate).__name__  # a schedule
+        self.logger.log_params({k: v for k, v in values.items() if v is not None})
+
+    def batch_end(self, logs: dict[str, Any] | None) -> None:
+        self.global_step += 1
+        if self.every_n_steps and logs and self.global_step % self.every_n_steps == 0:
+            self.logger.log_metrics({f"step/{k}": _to_float(v) for k, v in logs.items()}, self.global_step)
+
+    def epoch_end(self, epoch: int, logs: dict[str, Any] | None) -> None:
+        self.epochs_seen = epoch + 1
+        if logs:
+            values = {k: _to_float(v) for k, v in logs.items()}
+            self.final_metrics = {k: v for k, v in values.items() if isinstance(v, float)}
+            self.logger.log_metrics(values, self.epoch_offset + epoch)
+
+    def train_end(self) -> None:
+        self.epoch_offset += self.epochs_seen
+
+
+def make_callback(base: type, core: CallbackCore) -> Any:
+    """An instance of a ``base`` subclass (keras.callbacks.Callback of either Keras) driving ``core``."""
+
+    class MlflowMetricsCallback(base):  # type: ignore[misc, valid-type]
+        # Take logs as tensors: tf-keras then skips its per-batch numpy sync for
+        # us, and we convert only on the steps we log.
+        _supports_tf_logs = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            setattr(self, MARKER, True)
+
+        def _implements_train_batch_hooks(self) -> bool:
+            return bool(core.every_n_steps)
+
+        def on_train_begin(self, logs=None):
+            core.train_begin(dict(getattr(self, "params", None) or {}), getattr(self, "model", None))
+
+        def on_train_batch_end(self, batch, logs=None):
+            core.batch_end(logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            core.epoch_end(epoch, logs)
+
+        def on_train_end(self, logs=None):
+            core.train_end()
+
+    return MlflowMetricsCallback()

@@ -1,0 +1,164 @@
+"""One tracked run, start to end. ``run_tracked`` alone decides and records the outcome.
+
+    initializing -> (config, status dir, auth, health, API, experiment, run) -> initialized
+    -> training -> completed | failed | killed
+
+Every path (success, user error, platform error, signal) ends the MLflow run
+(when one exists) and writes the terminal status, then the original exception
+propagates unchanged.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from . import auth, outcome
+from .config import RuntimeConfig
+from .errors import ConfigError
+from .preflight import AuthContext, Checker, check_server, mlflow_probe
+from .retry import Deadline
+from .status import StatusReporter
+from .storage import TextDir, open_dir
+from .tracking import TrackingContext, ensure_experiment, open_run
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "trainer-runtime"
+
+
+def _mlflow_client(uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+@dataclass
+class Deps:
+    """What the session touches in the outside world; tests swap parts of it."""
+
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    probe_factory: Callable[[str], Any] = mlflow_probe
+    client_factory: Callable[[str], Any] = _mlflow_client
+    token_source_factory: Callable[..., auth.GoogleIdTokenSource] = auth.GoogleIdTokenSource
+    open_dir: Callable[[str], TextDir] = open_dir
+
+
+def default_status_dir(env: Mapping[str, str]) -> str:
+    """Standalone default: Vertex's $AIP_MODEL_DIR, else the working directory."""
+    return env.get("AIP_MODEL_DIR") or os.getcwd()
+
+
+def open_tracking(config: RuntimeConfig, deps: Deps, tags: Mapping[str, str] | None = None) -> TrackingContext:
+    """The preflight: auth, health, a real API call, experiment, run. Raises typed errors."""
+    mode, why = auth.resolve_mode(config)
+    log.info("tracking %s (auth: %s, because %s)", config.tracking_uri, mode, why)
+    source = None
+    if mode == "google":
+        source = deps.token_source_factory(auth.default_audience(config), deps.env)
+        source.token()  # fail here, typed, rather than as a header MLflow silently drops
+    auth.activate(source)
+    identity_cache: list[str | None] = []
+
+    def identity() -> str | None:
+        if source is None:
+            return None
+        if not identity_cache:
+            identity_cache.append(source.identity())
+        return identity_cache[0]
+
+    experiment_name = config.experiment_name or DEFAULT_EXPERIMENT
+    checker = Checker(config.tracking_uri, deps.probe_factory(config.tracking_uri),
+                      AuthContext(mode, auth.default_audience(config) if source else None, identity),
+                      Deadline(config.preflight_timeout, deps.clock), config.request_timeout,
+                      sleep=deps.sleep)
+    version = check_server(checker, experiment_name)
+    client = deps.client_factory(config.tracking_uri)
+    experiment_id = ensure_experiment(client, experiment_name)
+    run = open_run(client, experiment_id, config.run_id, config.run_name, dict(tags or {}))
+    if run.info.experiment_id != experiment_id:
+        experiment_id = run.info.experiment_id
+        experiment_name = client.get_experiment(experiment_id).name
+        log.warning("MLFLOW_RUN_ID belongs to experiment %r; logging there", experiment_name)
+    log.info("preflight ok in %.2fs: server %s, experiment %r (%s), run %s", checker.deadline.elapsed(),
+             version, experiment_name, experiment_id, run.info.run_id)
+    return TrackingContext(client=client, tracking_uri=config.tracking_uri, experiment_id=experiment_id,
+                           experiment_name=experiment_name, run_id=run.info.run_id,
+                           run_name=run.info.run_name, server_version=version, auth_mode=mode,
+                           identity=identity(), queue_size=config.queue_size,
+                           flush_timeout=config.flush_timeout, log_every_n_steps=config.log_every_n_steps)
+
+
+def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[TrackingContext], Any], *,
+                status_dir: str | None = None, tags: Mapping[str, str] | None = None,
+                deps: Deps | None = None, on_outcome: Callable[[outcome.Outcome], None] | None = None) -> Any:
+    """Run ``train`` inside a tracked MLflow run and return its result.
+
+    Args:
+        load_config: builds the config; a ConfigError is recorded like any failure.
+        train: the training, given the open TrackingContext. User code inside it
+            should be called through ``user_code.call_user``.
+        status_dir: where status goes unless the config says otherwise.
+        tags: MLflow tags set when the run is created.
+        on_outcome: called with the decided Outcome before the exception (if any) propagates.
+
+    Raises:
+        Whatever ended the run, unchanged, after the status and the run were closed.
+    """
+    deps = deps or Deps()
+    reporter: StatusReporter | None = None
+    ctx: TrackingContext | None = None
+    config: RuntimeConfig | None = None
+    try:
+        config = load_config()
+        destination = config.status_dir or status_dir or default_status_dir(deps.env)
+        reporter = StatusReporter(deps.open_dir(destination), config.tracking_uri)
+        reporter.stage("initializing", fatal=True)
+        log.info("status: %s", reporter.status_path)
+        ctx = open_tracking(config, deps, tags)
+        reporter.run_opened(ctx.info(), ctx.server_version)
+        log.info("MLflow run: %s", ctx.run_url)
+        reporter.stage("training")
+        result = train(ctx)
+        _close(ctx, reporter, outcome.decide(None), on_outcome)
+        return result
+    except BaseException as exc:
+        if reporter is None and status_dir and isinstance(exc, ConfigError):
+            reporter = _fallback_reporter(deps, status_dir)
+        decided = outcome.decide(exc)
+        log.error("run %s: %s", decided.stage, exc)
+        _close(ctx, reporter, decided, on_outcome)
+        raise
+    finally:
+        auth.activate(None)
+
+
+def _fallback_reporter(deps: Deps, status_dir: str) -> StatusReporter | None:
+    try:
+        return StatusReporter(deps.open_dir(status_dir))
+    except Exception:
+        log.exception("cannot open the status destination %s", status_dir)
+        return None
+
+
+def _close(ctx: TrackingContext | None, reporter: StatusReporter | None, decided: outcome.Outcome,
+           on_outcome: Callable[[outcome.Outcome], None] | None) -> None:
+    fields: dict[str, Any] = {"exit_code": decided.exit_code}
+    if ctx is not None:
+        try:
+            report = ctx.finish(decided.mlflow_status)
+            if report is not None:
+                fields["logging"] = report.as_dict()
+        except Exception as exc:  # the run's own outcome wins; this is reported beside it
+            log.error("could not close MLflow run %s as %s: %s", ctx.run_id, decided.mlflow_status, exc)
+            fields["close_error"] = str(exc)
+        fields.update(ctx.extra_status)
+    if reporter is not None:
+        reporter.finish(decided.stage, decided.error, **fields)
+        log.info("status %s written to %s", decided.stage, reporter.status_path)
+    if on_outcome is not None:
+        on_outcome(decided)

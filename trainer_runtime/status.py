@@ -1,0 +1,79 @@
+"""mlflow_status.json and mlflow_info.json: what the platform reads to learn a run's fate.
+
+Stages: initializing -> initialized -> training -> completed | failed | killed.
+mlflow_info.json is written as soon as the run exists. A failed write during a
+run is logged and never hides the error that ended the run; only the very first
+write (before training) is fatal, so nobody trains with an unwritable destination.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any, Callable
+
+from . import __version__
+from .errors import StatusWriteError
+from .redact import redact, strip_credentials
+from .storage import TextDir
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+STATUS_FILE = "mlflow_status.json"
+INFO_FILE = "mlflow_info.json"
+TERMINAL = ("completed", "failed", "killed")
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StatusReporter:
+    def __init__(self, directory: TextDir, tracking_uri: str | None = None,
+                 clock: Callable[[], str] = utc_now) -> None:
+        self.directory = directory
+        self._clock = clock
+        self.status: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION, "stage": None, "timestamps": {},
+            "run_id": None, "experiment_name": None, "experiment_id": None, "run_url": None,
+            "tracking_uri": strip_credentials(tracking_uri) if tracking_uri else None,
+            "server_version": None, "runtime_version": __version__, "error": None,
+        }
+        self.write_failures: list[str] = []
+
+    @property
+    def status_path(self) -> str:
+        return f"{self.directory.describe()}/{STATUS_FILE}"
+
+    def stage(self, stage: str, *, fatal: bool = False, **fields: Any) -> None:
+        """Move to ``stage`` and write the file. ``fatal``: raise StatusWriteError on failure."""
+        self.status["stage"] = stage
+        self.status["timestamps"][stage] = self._clock()
+        self.status.update(fields)
+        self._write(STATUS_FILE, self.status, fatal)
+
+    def run_opened(self, info: dict[str, str], server_version: str) -> None:
+        """The run exists: write mlflow_info.json first, then the status (stage initialized)."""
+        self._write(INFO_FILE, info, fatal=False)
+        self.stage("initialized", run_id=info["run_id"], experiment_id=info["experiment_id"],
+                   experiment_name=info["experiment_name"], run_url=info["run_url"],
+                   tracking_uri=info["tracking_uri"], server_version=server_version)
+
+    def finish(self, stage: str, error: dict[str, Any] | None = None, **fields: Any) -> None:
+        """The terminal write. Never raises: the run's own outcome matters more."""
+        try:
+            self.stage(stage, error=error, **fields)
+        except Exception:  # a bug here must not hide the run's error either
+            log.exception("could not record the final status %r", stage)
+
+    def _write(self, name: str, content: dict[str, Any], fatal: bool) -> None:
+        text = redact(json.dumps(content, indent=2, sort_keys=True, default=str)) + "\n"
+        try:
+            where = self.directory.write_text(name, text)
+            log.debug("wrote %s", where)
+        except StatusWriteError as exc:
+            self.write_failures.append(str(exc))
+            if fatal:
+                raise
+            log.error("status not recorded (the run goes on): %s", exc)
