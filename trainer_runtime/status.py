@@ -68,7 +68,7 @@ class StatusReporter:
             log.exception("could not record the final status %r", stage)
 
     def _write(self, name: str, content: dict[str, Any], fatal: bool) -> None:
-        text = redact(json.dumps(content, indent=2, sort_keys=True, default=str)) + "\n"
+        text = redact(json.dumps(content, indent=2, default=str)) + "\n"
         try:
             where = self.directory.write_text(name, text)
             log.debug("wrote %s", where)

@@ -24,7 +24,11 @@ def tools_venv() -> Path:
 
 
 def start_mlflow(workdir: Path, port: int | None = None, timeout: float = 120.0) -> tuple[ManagedProcess, str]:
-    """Full MLflow server: SQLite backend, proxied artifacts, 1 worker, no job runner."""
+    """Full MLflow server: SQLite backend, proxied artifacts, 1 worker, no job runner.
+
+    Only the Host ``127.0.0.1:<port>`` is allowed, so ``http://localhost:<port>``
+    reaches the same server but gets MLflow's real Host-header 403 on the API.
+    """
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
@@ -32,7 +36,8 @@ def start_mlflow(workdir: Path, port: int | None = None, timeout: float = 120.0)
     env.pop("PYTHONPATH", None)
     cmd = [str(tools_venv() / "bin" / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1", "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-           "--artifacts-destination", str(workdir / "artifacts")]
+           "--artifacts-destination", str(workdir / "artifacts"),
+           "--allowed-hosts", f"127.0.0.1:{port}"]
     proc = ManagedProcess("mlflow-server", cmd, workdir / "server.log", env=env, cwd=str(workdir))
     url = f"http://127.0.0.1:{port}"
     return proc.start(f"{url}/health", timeout), url

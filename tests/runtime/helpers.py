@@ -1,0 +1,39 @@
+"""Small helpers shared by the runtime tests."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from trainer_runtime.session import Deps
+
+
+class FakeClock:
+    """A monotonic clock whose sleep advances it: retry tests never really wait."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def deps(env: dict, **overrides) -> Deps:
+    return Deps(env=env, **overrides)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def timed(fn, *args, **kwargs):
+    started = time.monotonic()
+    try:
+        return fn(*args, **kwargs), None, time.monotonic() - started
+    except BaseException as exc:  # noqa: BLE001 - tests inspect whatever was raised
+        return None, exc, time.monotonic() - started

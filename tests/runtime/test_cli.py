@@ -1,0 +1,128 @@
+"""The command line, run as a real process: exit codes, doctor output, standalone runs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+USER_CODE = REPO / "tests" / "user_code"
+
+
+def cli(*args, env=None, timeout=120):
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRAINER_RUNTIME_"))}
+    base["PYTHONPATH"] = str(USER_CODE)
+    return subprocess.run([sys.executable, str(REPO / "entrypoint.py"), *args], env={**base, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_version():
+    from trainer_runtime import __version__
+
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"trainer-runtime {__version__}"
+
+
+def test_missing_uri_exits_2_before_anything_else(tmp_path):
+    out = cli("run", "ok_pkg.train:main", env={"TRAINER_RUNTIME_STATUS_DIR": str(tmp_path)})
+    assert out.returncode == 2
+    assert "no MLflow tracking URI" in out.stderr and "MLFLOW_TRACKING_URI=https://" in out.stderr
+
+
+def test_unknown_env_knob_exits_2():
+    out = cli("doctor", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:1", "TRAINER_RUNTIME_AUTHH": "x"})
+    assert out.returncode == 2
+    assert "did you mean 'TRAINER_RUNTIME_AUTH'" in out.stdout
+
+
+def test_doctor_all_green(mlflow_server, tmp_path):
+    out = cli("doctor", "--status-dir", str(tmp_path), env={"MLFLOW_TRACKING_URI": mlflow_server.url})
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    names = [line.split(":")[0] for line in lines if line[:1] in "✓✗-"]
+    assert names == ["✓ config", "✓ auth mode", "✓ health", "✓ API call", "✓ server version",
+                     "✓ experiment", "✓ status destination"]
+    assert lines[-1] == "all checks passed"
+
+
+def test_doctor_through_google_auth(metadata, auth_proxy, tmp_path):
+    out = cli("doctor", "--auth", "google", "--status-dir", str(tmp_path),
+              env={"MLFLOW_TRACKING_URI": auth_proxy.url})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "✓ identity: trainer@test-project.iam.gserviceaccount.com via metadata server" in out.stdout
+    assert "eyJ" not in out.stdout + out.stderr
+
+
+def test_doctor_unreachable_exits_10_with_fix(tmp_path):
+    from tests.harness.procs import free_port
+
+    out = cli("doctor", "--preflight-timeout", "2", "--status-dir", str(tmp_path),
+              env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
+    assert out.returncode == 10
+    assert "✗ health:" in out.stdout and "fix:" in out.stdout
+    assert "- API call: skipped" in out.stdout
+
+
+def test_doctor_403_names_run_invoker(metadata, auth_proxy, tmp_path):
+    auth_proxy.control.set(invokers=["other@x.iam.gserviceaccount.com"])
+    out = cli("doctor", "--auth", "google", "--status-dir", str(tmp_path),
+              env={"MLFLOW_TRACKING_URI": auth_proxy.url})
+    assert out.returncode == 11
+    assert "roles/run.invoker" in out.stdout
+
+
+@pytest.mark.parametrize("target,code,needle", [
+    ("ok_pkg.train:main", 0, None),
+    ("ok_pkg.train:nope", 3, "has no 'nope'; found: build_model, main, sleep_long, train"),
+    ("syntax_error_pkg.train:main", 3, "syntax error in your code"),
+    ("missing_dep_pkg.train:main", 3, "imports 'definitely_not_installed_pkg', which is not installed"),
+    ("no_such_module:main", 3, "cannot import module 'no_such_module'"),
+    ("raises_pkg.train:main", 4, "ValueError: labels and features disagree"),
+])
+def test_standalone_outcomes(mlflow_server, tmp_path, target, code, needle):
+    exp = f"cli-{uuid.uuid4().hex[:6]}"
+    out = cli("run", target, "--", "--epochs", "1",
+              env={"MLFLOW_TRACKING_URI": mlflow_server.url, "MLFLOW_EXPERIMENT_NAME": exp,
+                   "TRAINER_RUNTIME_STATUS_DIR": str(tmp_path)})
+    assert out.returncode == code, out.stderr[-3000:]
+    status = json.loads((tmp_path / "mlflow_status.json").read_text())
+    assert status["exit_code"] == code
+    if code == 0:
+        assert status["stage"] == "completed"
+        assert "argv=['ok_pkg.train:main', '--epochs', '1']" in out.stdout
+    else:
+        assert status["stage"] == "failed"
+        assert needle in status["error"]["message"]
+        assert status["error"]["traceback"]
+        assert "training step" not in out.stdout
+
+
+def test_sigterm_marks_the_run_killed(mlflow_server, tmp_path):
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRAINER_RUNTIME_"))}
+    env.update(PYTHONPATH=str(USER_CODE), MLFLOW_TRACKING_URI=mlflow_server.url,
+               TRAINER_RUNTIME_STATUS_DIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, str(REPO / "entrypoint.py"), "run", "ok_pkg.train:sleep_long"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    status_file = tmp_path / "mlflow_status.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if status_file.exists() and json.loads(status_file.read_text())["stage"] == "training":
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    assert proc.returncode == 143
+    status = json.loads(status_file.read_text())
+    assert status["stage"] == "killed" and status["error"]["type"] == "Killed"
+    from mlflow import MlflowClient
+
+    assert MlflowClient(mlflow_server.url).get_run(status["run_id"]).info.status == "KILLED"

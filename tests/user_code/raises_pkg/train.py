@@ -1,0 +1,2 @@
+def main():
+    raise ValueError("labels and features disagree")
