@@ -48,7 +48,7 @@ help:
 	@echo "make demo   run a real TFX pipeline through the runtime, tracked in MLflow"
 	@echo "make test   set up everything and run the whole test suite"
 	@echo "make lock   re-resolve requirements*.lock (TFX_VERSION=$(TFX_VERSION))"
-	@echo "make docs   regenerate the config reference in docs/configuration.md"
+	@echo "make docs   regenerate the generated tables (config, exit codes) in the docs"
 	@echo "make bench  run the benchmarks in bench/"
 
 $(UV):
@@ -100,7 +100,7 @@ demo: env
 	$(PY) -m trainer_runtime.demo
 
 docs: env
-	$(PY) -m trainer_runtime.config_docs docs/configuration.md
+	$(PY) -m trainer_runtime.config_docs .
 
 bench: env
 	$(PY) -m bench

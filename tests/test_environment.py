@@ -89,3 +89,18 @@ def test_importing_the_package_pulls_in_nothing_heavy():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_make_lock_reproduces_the_lock(tmp_path):
+    """Re-resolving (what `make lock` runs) gives requirements.lock byte for byte."""
+    uv = os.environ.get("TR_UV")
+    assert uv, "run through `make test` (TR_UV names the pinned uv)"
+    pins = os.environ["TR_BASE_PINS"]
+    out = tmp_path / "requirements.lock"
+    # Same flags as LOCK_FLAGS in the Makefile; the -c path must read the same as there.
+    result = subprocess.run([uv, "pip", "compile", "--python-version", "3.10", "--python-platform",
+                             "x86_64-manylinux_2_28", "--generate-hashes", "--no-header", "--quiet",
+                             "requirements.in", "-c", os.path.relpath(pins, REPO), "-o", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert out.read_text() == (REPO / "requirements.lock").read_text()
