@@ -1,0 +1,1 @@
+"""A small TensorFlow Recommenders retrieval pipeline: the demo and the end-to-end tests use it."""

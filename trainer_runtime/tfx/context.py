@@ -1,0 +1,70 @@
+"""What the runtime can learn about where a Trainer runs: params and tags for MLflow."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+from ..config import CUSTOM_CONFIG_KEY
+from ..redact import is_secret_key
+
+#: set by vertex.forward before it hands over to TFX's executor runner
+VERTEX_LAUNCH: dict[str, str] = {}
+
+
+def vertex_ids_from_output_file(output_file: str) -> dict[str, str]:
+    """Vertex writes executor output to {root}/{project_number}/{job_id}/{task}_{uuid}/executor_output.json."""
+    parts = output_file.rstrip("/").split("/")
+    if len(parts) < 4 or parts[-1] != "executor_output.json":
+        return {}
+    task_dir, job_id = parts[-2], parts[-3]
+    task, _, task_uuid = task_dir.rpartition("_")
+    return {"vertex.pipeline_job_id": job_id, "vertex.task_name": task or task_dir,
+            "vertex.task_id": task_uuid}
+
+
+def tags_for(executor_context: Any, env: Mapping[str, str]) -> dict[str, str]:
+    from .. import __version__
+
+    tags = {"trainer_runtime.version": __version__, "trainer_runtime.path": "tfx"}
+    if env.get("TRAINER_RUNTIME_IMAGE_VERSION"):
+        tags["trainer_runtime.image_version"] = env["TRAINER_RUNTIME_IMAGE_VERSION"]
+    info = getattr(executor_context, "pipeline_info", None)
+    if info is not None and info.id:
+        tags["tfx.pipeline"] = info.id
+    node = getattr(executor_context, "pipeline_node", None)
+    if node is not None and node.node_info.id:
+        tags["tfx.component"] = node.node_info.id
+    run_id = getattr(executor_context, "pipeline_run_id", None)
+    if run_id:
+        tags["tfx.pipeline_run_id"] = str(run_id)
+    tags.update(VERTEX_LAUNCH)
+    if "vertex.task_name" in tags:
+        tags.setdefault("tfx.component", tags["vertex.task_name"])
+    return tags
+
+
+def params_for(fn_args: Any) -> dict[str, Any]:
+    """Hyperparameters, train/eval steps and custom_config (minus our section and secrets)."""
+    params: dict[str, Any] = {"tfx.train_steps": fn_args.train_steps, "tfx.eval_steps": fn_args.eval_steps}
+    hyperparameters = getattr(fn_args, "hyperparameters", None) or {}
+    values = hyperparameters.get("values", hyperparameters) if isinstance(hyperparameters, dict) else {}
+    for key, value in values.items():
+        params[f"hp.{key}"] = value
+    for key, value in (fn_args.custom_config or {}).items():
+        if key == CUSTOM_CONFIG_KEY or is_secret_key(key):
+            continue
+        params[f"custom_config.{key}"] = json.dumps(value) if isinstance(value, (dict, list)) else value
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def pipeline_name(executor_context: Any) -> str | None:
+    info = getattr(executor_context, "pipeline_info", None)
+    if info is not None and info.id:
+        return info.id
+    job = VERTEX_LAUNCH.get("vertex.pipeline_job_id")
+    return job.rsplit("-", 1)[0] if job and "-" in job else job
+
+
+def env() -> Mapping[str, str]:
+    return os.environ

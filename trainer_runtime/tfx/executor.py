@@ -1,0 +1,99 @@
+"""``TrackedExecutor``: TFX's GenericExecutor with the runtime's preflight, status and callback.
+
+Use it through ``Trainer(custom_executor_spec=executor_spec.ExecutorClassSpec(TrackedExecutor))``
+on any runner (LocalDagRunner, Vertex), or let ``entrypoint.py`` swap it in for
+the Trainer when it is the pipeline's ``default_commands``.
+
+The user's run_fn is resolved exactly the way TFX resolves it (``run_fn``,
+``module_file``, or the ``module_path`` wheel TFX builds from ``module_file``).
+A failure in user code still propagates as the user's own exception, so TFX
+and Vertex see it; the run is FAILED and the status says why.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, List
+
+from tfx import types
+from tfx.components.trainer.executor import GenericExecutor
+from tfx.components.util import udf_utils
+from tfx.dsl.io import fileio
+
+from ..config import load_config
+from ..errors import UserCodeError, UserCodeLoadError
+from ..session import run_tracked
+from ..standalone import train_with_callback
+from ..user_code import functions_in, import_error
+from . import context
+
+log = logging.getLogger(__name__)
+
+
+def resolve_run_fn(exec_properties: Dict[str, Any]):
+    """udf_utils.get_fn, with its failures turned into UserCodeLoadError that say what is there."""
+    target = (exec_properties.get("module_path") or exec_properties.get("module_file")
+              or exec_properties.get("run_fn") or "<none>")
+    try:
+        return udf_utils.get_fn(exec_properties, "run_fn")
+    except AttributeError as exc:
+        module = _module_of(exec_properties)
+        found = ", ".join(functions_in(module)) if module else "?"
+        raise UserCodeLoadError(f"module {target!r} has no 'run_fn'; found: {found}",
+                                hint="define run_fn(fn_args) in your module, or pass run_fn='pkg.mod.fn'"
+                                ) from exc
+    except ImportError as exc:
+        cause = exc.__cause__ or exc
+        raise import_error(str(target), cause) from cause
+    except (SyntaxError, ValueError) as exc:
+        raise import_error(str(target), exc) from exc
+
+
+def _module_of(exec_properties: Dict[str, Any]):
+    """The user's module, already imported by TFX's failed lookup, to list what it has."""
+    import sys
+
+    module_file = exec_properties.get("module_file")
+    if module_file:
+        name = os.path.splitext(os.path.basename(module_file))[0]
+        for module in list(sys.modules.values()):
+            if getattr(module, "__file__", None) and os.path.basename(module.__file__) == name + ".py":
+                return module
+    module_path = (exec_properties.get("module_path") or "").split("@")[0]
+    if not module_path and exec_properties.get("run_fn"):
+        module_path = exec_properties["run_fn"].rpartition(".")[0]
+    return sys.modules.get(module_path)
+
+
+class TrackedExecutor(GenericExecutor):
+    """GenericExecutor whose Do runs the user's run_fn inside a tracked MLflow run."""
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        fn_args = self._GetFnArgs(input_dict, output_dict, exec_properties)
+        ctx = getattr(self, "_context", None)
+
+        def load():
+            config = load_config(context.env(), fn_args.custom_config)
+            return config.with_defaults(experiment_name=context.pipeline_name(ctx))
+
+        def train(tracking):
+            tracking.logger.log_params(context.params_for(fn_args))
+            run_fn = resolve_run_fn(exec_properties)
+            log.info("Training model with %s.", getattr(run_fn, "__qualname__", run_fn))
+            train_with_callback(tracking, run_fn, fn_args, every_n_steps=tracking.log_every_n_steps)
+            if not fileio.exists(fn_args.serving_model_dir):
+                original = RuntimeError("run_fn failed to generate model.")
+                raise UserCodeError(f"run_fn returned without writing a model to {fn_args.serving_model_dir}",
+                                    hint="save the model to fn_args.serving_model_dir") from original
+
+        try:
+            run_tracked(load, train, status_dir=fn_args.model_run_dir, tags=context.tags_for(ctx, context.env()))
+        except UserCodeError as exc:
+            # TFX and Vertex see the user's own exception (and TFX's own message).
+            if exc.__cause__ is not None:
+                raise exc.__cause__
+            raise
+        log.info("Training complete. Model written to %s. ModelRun written to %s",
+                 fn_args.serving_model_dir, fn_args.model_run_dir)

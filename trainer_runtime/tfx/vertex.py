@@ -1,0 +1,67 @@
+"""``entrypoint.py`` as the pipeline's ``default_commands``: forward to TFX's Vertex executor runner.
+
+KubeflowV2DagRunner starts every component as
+``<command> --executor_class_path X --json_serialized_invocation_args {...}``.
+We run TFX's own ``kubeflow_v2_run_executor`` module with the same arguments;
+only the stock Trainer executor (GenericExecutor) is swapped for
+TrackedExecutor. Every other component passes through untouched.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import runpy
+import sys
+from typing import Sequence
+
+from . import context
+
+log = logging.getLogger(__name__)
+
+RUNNER = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
+STOCK_TRAINER = "tfx.components.trainer.executor.GenericExecutor"
+TRACKED = "trainer_runtime.tfx.executor.TrackedExecutor"
+
+
+def _get(argv: list[str], flag: str) -> tuple[int, str] | None:
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return i + 1, argv[i + 1]
+        if arg.startswith(flag + "="):
+            return i, arg.split("=", 1)[1]
+    return None
+
+
+def rewrite(argv: Sequence[str]) -> list[str]:
+    """The same arguments, with the stock Trainer executor replaced by TrackedExecutor."""
+    args = list(argv)
+    found = _get(args, "--executor_class_path")
+    if found and found[1] == STOCK_TRAINER:
+        index, _ = found
+        args[index] = TRACKED if args[index] == STOCK_TRAINER else f"--executor_class_path={TRACKED}"
+    return args
+
+
+def _remember_vertex_ids(args: list[str]) -> None:
+    found = _get(args, "--json_serialized_invocation_args")
+    if not found:
+        return
+    try:
+        output_file = json.loads(found[1]).get("outputs", {}).get("outputFile", "")
+    except ValueError:
+        return
+    context.VERTEX_LAUNCH.update(context.vertex_ids_from_output_file(output_file))
+
+
+def forward(argv: Sequence[str]) -> int:
+    from ..cli import configure_logging
+
+    args = rewrite(argv)
+    executor = (_get(args, "--executor_class_path") or (0, "?"))[1]
+    if executor == TRACKED:
+        configure_logging({})
+        _remember_vertex_ids(args)
+    logging.getLogger(__name__).info("forwarding to %s with executor %s", RUNNER, executor)
+    sys.argv = [RUNNER, *args]
+    runpy.run_module(RUNNER, run_name="__main__", alter_sys=True)
+    return 0
