@@ -90,7 +90,7 @@ FIELDS: tuple[Field, ...] = (
           "Seconds one HTTP request to the server may take.", "30"),
     Field("status_dir", envvars.STATUS_DIR, _str, None,
           "Where mlflow_status.json and mlflow_info.json go: a local dir or gs://bucket/prefix. "
-          "Default: the Trainer's model_run dir; standalone: $AIP_MODEL_DIR, else the working dir.",
+          "Default: next to the Trainer's model_run output (`<model_run>-mlflow`); standalone: $AIP_MODEL_DIR, else the working dir.",
           "gs://my-bucket/runs/123"),
     Field("log_every_n_steps", envvars.LOG_EVERY_N_STEPS, _number(int, 0), 0,
           "Also log training metrics every N steps (0: per epoch only).", "100"),

@@ -66,5 +66,14 @@ def pipeline_name(executor_context: Any) -> str | None:
     return job.rsplit("-", 1)[0] if job and "-" in job else job
 
 
+def status_dir_for(model_run_dir: str) -> str:
+    """Next to the model_run output: ``<model_run>-mlflow``.
+
+    Not inside it: TFX's portable launcher (LocalDagRunner) deletes a failed
+    execution's output dirs, which would take the failure's status with them.
+    """
+    return model_run_dir.rstrip("/") + "-mlflow"
+
+
 def env() -> Mapping[str, str]:
     return os.environ

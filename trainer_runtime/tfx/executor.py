@@ -39,14 +39,25 @@ def resolve_run_fn(exec_properties: Dict[str, Any]):
     except AttributeError as exc:
         module = _module_of(exec_properties)
         found = ", ".join(functions_in(module)) if module else "?"
-        raise UserCodeLoadError(f"module {target!r} has no 'run_fn'; found: {found}",
-                                hint="define run_fn(fn_args) in your module, or pass run_fn='pkg.mod.fn'"
-                                ) from exc
+        module_name, fn_name = _names(exec_properties)
+        raise UserCodeLoadError(f"module {module_name!r} has no {fn_name!r}; found: {found}",
+                                hint=f"define {fn_name}(fn_args) in your module, or point the Trainer's "
+                                     "run_fn at the right function") from exc
     except ImportError as exc:
         cause = exc.__cause__ or exc
         raise import_error(str(target), cause) from cause
     except (SyntaxError, ValueError) as exc:
         raise import_error(str(target), exc) from exc
+
+
+def _names(exec_properties: Dict[str, Any]) -> tuple[str, str]:
+    """(module, function) the Trainer asked for, for messages."""
+    fn = exec_properties.get("run_fn")
+    module = exec_properties.get("module_path") or exec_properties.get("module_file")
+    if module:
+        return str(module).split("@")[0], fn or "run_fn"
+    module, _, name = (fn or "?").rpartition(".")
+    return module, name
 
 
 def _module_of(exec_properties: Dict[str, Any]):
@@ -89,7 +100,7 @@ class TrackedExecutor(GenericExecutor):
                                     hint="save the model to fn_args.serving_model_dir") from original
 
         try:
-            run_tracked(load, train, status_dir=fn_args.model_run_dir, tags=context.tags_for(ctx, context.env()))
+            run_tracked(load, train, status_dir=context.status_dir_for(fn_args.model_run_dir), tags=context.tags_for(ctx, context.env()))
         except UserCodeError as exc:
             # TFX and Vertex see the user's own exception (and TFX's own message).
             if exc.__cause__ is not None:

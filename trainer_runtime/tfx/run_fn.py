@@ -33,7 +33,7 @@ def run_fn(fn_args: Any) -> None:
         train_with_callback(tracking, user_fn, fn_args, every_n_steps=tracking.log_every_n_steps)
 
     try:
-        run_tracked(load, train, status_dir=fn_args.model_run_dir, tags=context.tags_for(None, context.env()))
+        run_tracked(load, train, status_dir=context.status_dir_for(fn_args.model_run_dir), tags=context.tags_for(None, context.env()))
     except UserCodeError as exc:
         if exc.__cause__ is not None:
             raise exc.__cause__
