@@ -8,10 +8,6 @@ from typing import Any, Mapping
 from ..config import CUSTOM_CONFIG_KEY
 from ..redact import is_secret_key
 
-#: set by vertex.forward before it hands over to TFX's executor runner
-VERTEX_LAUNCH: dict[str, str] = {}
-
-
 def vertex_ids_from_output_file(output_file: str) -> dict[str, str]:
     """Vertex writes executor output to {root}/{project_number}/{job_id}/{task}_{uuid}/executor_output.json."""
     parts = output_file.rstrip("/").split("/")
@@ -21,6 +17,17 @@ def vertex_ids_from_output_file(output_file: str) -> dict[str, str]:
     task, _, task_uuid = task_dir.rpartition("_")
     return {"vertex.pipeline_job_id": job_id, "vertex.task_name": task or task_dir,
             "vertex.task_id": task_uuid}
+
+
+def vertex_ids(executor_context: Any) -> dict[str, str]:
+    """Job and task ids under kubeflow_v2_run_executor, whose context has no pipeline_info but a
+    tmp_dir of ``<task root>/.temp`` (the task root holds executor_output.json)."""
+    if executor_context is None or getattr(executor_context, "pipeline_info", None) is not None:
+        return {}
+    tmp_dir = (getattr(executor_context, "_tmp_dir", None) or "").rstrip("/")
+    if os.path.basename(tmp_dir) != ".temp":
+        return {}
+    return vertex_ids_from_output_file(os.path.dirname(tmp_dir) + "/executor_output.json")
 
 
 def tags_for(executor_context: Any, env: Mapping[str, str]) -> dict[str, str]:
@@ -38,7 +45,7 @@ def tags_for(executor_context: Any, env: Mapping[str, str]) -> dict[str, str]:
     run_id = getattr(executor_context, "pipeline_run_id", None)
     if run_id:
         tags["tfx.pipeline_run_id"] = str(run_id)
-    tags.update(VERTEX_LAUNCH)
+    tags.update(vertex_ids(executor_context))
     if "vertex.task_name" in tags:
         tags.setdefault("tfx.component", tags["vertex.task_name"])
     return tags
@@ -62,7 +69,7 @@ def pipeline_name(executor_context: Any) -> str | None:
     info = getattr(executor_context, "pipeline_info", None)
     if info is not None and info.id:
         return info.id
-    job = VERTEX_LAUNCH.get("vertex.pipeline_job_id")
+    job = vertex_ids(executor_context).get("vertex.pipeline_job_id")
     return job.rsplit("-", 1)[0] if job and "-" in job else job
 
 

@@ -8,13 +8,11 @@ TrackedExecutor. Every other component passes through untouched.
 """
 from __future__ import annotations
 
-import json
 import logging
 import runpy
 import sys
 from typing import Sequence
 
-from . import context
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +40,6 @@ def rewrite(argv: Sequence[str]) -> list[str]:
     return args
 
 
-def _remember_vertex_ids(args: list[str]) -> None:
-    found = _get(args, "--json_serialized_invocation_args")
-    if not found:
-        return
-    try:
-        output_file = json.loads(found[1]).get("outputs", {}).get("outputFile", "")
-    except ValueError:
-        return
-    context.VERTEX_LAUNCH.update(context.vertex_ids_from_output_file(output_file))
-
-
 def forward(argv: Sequence[str]) -> int:
     from ..cli import configure_logging
 
@@ -60,7 +47,6 @@ def forward(argv: Sequence[str]) -> int:
     executor = (_get(args, "--executor_class_path") or (0, "?"))[1]
     if executor == TRACKED:
         configure_logging({})
-        _remember_vertex_ids(args)
     logging.getLogger(__name__).info("forwarding to %s with executor %s", RUNNER, executor)
     sys.argv = [RUNNER, *args]
     runpy.run_module(RUNNER, run_name="__main__", alter_sys=True)
