@@ -1,0 +1,187 @@
+"""The Keras callback and the background logger, against the live MLflow server."""
+from __future__ import annotations
+
+import math
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from trainer_runtime import keras_hook
+from trainer_runtime.keras_callback import CallbackCore, make_callback
+from trainer_runtime.metrics_logger import MetricsLogger, sanitize_name
+
+
+@pytest.fixture
+def new_run(mlflow_server):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server.url)
+    exp = client.create_experiment(f"cb-{uuid.uuid4().hex[:8]}")
+    return client, client.create_run(exp).info.run_id
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    return x, (x.sum(axis=1, keepdims=True) > 0).astype("float32")
+
+
+def _fit(keras, callbacks=None, epochs=3, **kwargs):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="sgd", loss="binary_crossentropy", metrics=["accuracy"])
+    x, y = _data()
+    started = time.monotonic()
+    model.fit(x, y, epochs=epochs, batch_size=16, validation_split=0.25, verbose=0, callbacks=callbacks, **kwargs)
+    return time.monotonic() - started
+
+
+def _steps(client, run_id, name):
+    return sorted(m.step for m in client.get_metric_history(run_id, name))
+
+
+@pytest.mark.parametrize("module_name", ["tf_keras", "keras"])
+def test_per_epoch_metrics_under_each_keras(module_name, new_run):
+    import importlib
+
+    keras = importlib.import_module(module_name)
+    client, run_id = new_run
+    logger = MetricsLogger(client, run_id)
+    logger.start()
+    core = CallbackCore(logger)
+    with keras_hook.installed(core, [keras]):
+        _fit(keras)
+        _fit(keras, epochs=2)  # a second fit continues the epoch steps
+    report = logger.close(30)
+    assert report.lost_at_close == 0 and report.rejected == {}
+    for name in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert _steps(client, run_id, name) == [0, 1, 2, 3, 4], name
+    params = client.get_run(run_id).data.params
+    assert params["keras.epochs"] == "3" and params["keras.fit2.epochs"] == "2"
+    assert params["keras.optimizer"] == "SGD"
+    assert set(core.final_metrics) >= {"loss", "val_loss"}
+
+
+def test_hook_is_removed_afterwards():
+    import tf_keras
+
+    original = tf_keras.Model.fit
+    with keras_hook.installed(CallbackCore(logger=None), [tf_keras]):
+        assert tf_keras.Model.fit is not original
+    assert tf_keras.Model.fit is original
+
+
+def test_added_once_even_if_the_user_adds_ours(new_run):
+    import tf_keras
+
+    client, run_id = new_run
+    logger = MetricsLogger(client, run_id)
+    logger.start()
+    core = CallbackCore(logger)
+    with keras_hook.installed(core, [tf_keras]):
+        _fit(tf_keras, callbacks=[make_callback(tf_keras.callbacks.Callback, core)], epochs=2)
+    logger.close(30)
+    values = client.get_metric_history(run_id, "loss")
+    assert sorted(m.step for m in values) == [0, 1], "one value per epoch, not two"
+
+
+def test_mlflows_own_callback_is_replaced(mlflow_server, new_run, monkeypatch):
+    import mlflow
+    import tf_keras
+    from mlflow.tensorflow import MlflowCallback
+
+    client, run_id = new_run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    mlflow.set_tracking_uri(mlflow_server.url)
+    with mlflow.start_run(run_id=run_id) as active:
+        theirs = MlflowCallback(active)
+        kept = keras_hook.with_callback([theirs], object())
+    assert theirs not in kept and len(kept) == 1
+
+
+def test_every_n_steps_logs_step_metrics(new_run):
+    import tf_keras
+
+    client, run_id = new_run
+    logger = MetricsLogger(client, run_id)
+    logger.start()
+    with keras_hook.installed(CallbackCore(logger, every_n_steps=2), [tf_keras]):
+        _fit(tf_keras, epochs=2)  # 48 train rows / 16 = 3 steps per epoch -> 6 steps
+    logger.close(30)
+    assert _steps(client, run_id, "step/loss") == [2, 4, 6]
+
+
+def test_a_slow_server_never_blocks_training(fault_proxy, clean_env):
+    """5 s per request at the server; fit must finish long before one request would."""
+    import tf_keras
+    from mlflow import MlflowClient
+
+    client = MlflowClient(fault_proxy.url)
+    exp = client.create_experiment(f"slow-{uuid.uuid4().hex[:8]}")
+    run_id = client.create_run(exp).info.run_id
+    _fit(tf_keras, epochs=1)  # warm up TF outside the measurement
+    fault_proxy.control.set(latency=5.0)
+    logger = MetricsLogger(client, run_id)
+    logger.start()
+    with keras_hook.installed(CallbackCore(logger), [tf_keras]):
+        seconds = _fit(tf_keras, epochs=3)
+    assert seconds < 4.0
+    report = logger.close(60)
+    fault_proxy.control.set(latency=0)
+    assert report.lost_at_close == 0
+    assert _steps(client, run_id, "loss") == [0, 1, 2]
+
+
+def test_full_queue_drops_and_counts_instead_of_blocking(fault_proxy, clean_env):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(fault_proxy.url)
+    exp = client.create_experiment(f"full-{uuid.uuid4().hex[:8]}")
+    run_id = client.create_run(exp).info.run_id
+    fault_proxy.control.set(latency=3.0)
+    logger = MetricsLogger(client, run_id, max_queue=10)
+    logger.start()
+    started = time.monotonic()
+    for step in range(200):
+        logger.log_metrics({"loss": 1.0 / (step + 1)}, step)
+    assert time.monotonic() - started < 0.5
+    fault_proxy.control.set(latency=0)
+    report = logger.close(60)
+    assert report.dropped_queue_full >= 150
+    assert report.metrics_sent + report.dropped_queue_full == 200
+
+
+def test_bad_values_and_names_never_lose_the_rest_of_the_batch(new_run):
+    client, run_id = new_run
+    logger = MetricsLogger(client, run_id)
+    logger.start()
+    for step in range(3):
+        logger.log_metrics({"loss": 0.5, "bad_nan": math.nan, "inf": math.inf, "text": "n/a",
+                            "weird@name!": 1.0, "factorized_top_k/top_100_categorical_accuracy": 0.9}, step)
+    report = logger.close(30)
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics == {"loss": 0.5, "weird_name_": 1.0, "factorized_top_k/top_100_categorical_accuracy": 0.9}
+    assert set(report.rejected) == {"bad_nan", "inf", "text"}
+    assert report.renamed == {"weird@name!": "weird_name_"}
+
+
+def test_server_rejection_is_retried_one_by_one(new_run):
+    """The real server refuses to change a param; the metrics in the same batch still land."""
+    client, run_id = new_run
+    client.log_param(run_id, "lr", "0.1")
+    logger = MetricsLogger(client, run_id)
+    logger.start()
+    logger.log_params({"lr": "0.2", "batch": 16})
+    logger.log_metrics({"loss": 0.25}, 0)
+    report = logger.close(30)
+    data = client.get_run(run_id).data
+    assert data.metrics == {"loss": 0.25}
+    assert data.params == {"lr": "0.1", "batch": "16"}
+    assert list(report.rejected) == ["lr"]
+
+
+def test_sanitize_name():
+    assert sanitize_name("/a..b@c") == "a_b_c"
+    assert sanitize_name("val_factorized_top_k/top_1_categorical_accuracy") == \
+        "val_factorized_top_k/top_1_categorical_accuracy"
