@@ -97,7 +97,7 @@ test: env
 	cd $(CURDIR) && $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: env
-	$(PY) -m trainer_runtime.demo
+	cd $(CURDIR) && $(PY) -m examples.demo
 
 docs: env
 	$(PY) -m trainer_runtime.config_docs .

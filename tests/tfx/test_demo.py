@@ -1,0 +1,27 @@
+"""`make demo`'s program, run as a process the way the README runs it (embedded MLflow server)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_end_to_end_with_an_embedded_server(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRAINER_RUNTIME_"))}
+    env["DEMO_OUTPUT_DIR"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "examples.demo"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for stage in range(1, 6):
+        assert f"[{stage}/5]" in out.stdout
+    assert "stage       : completed" in out.stdout
+    table = out.stdout.split("metrics per epoch (from the MLflow server):")[1].splitlines()
+    assert table[1].split()[0] == "epoch" and [row.split()[0] for row in table[2:5]] == ["0", "1", "2"]
+    assert "mlflow ui --backend-store-uri sqlite:///" in out.stdout
+    assert (tmp_path / "mlflow" / "mlflow.db").exists()
