@@ -103,7 +103,7 @@ docs: env
 	$(PY) -m trainer_runtime.config_docs .
 
 bench: env
-	$(PY) -m bench
+	cd $(CURDIR) && $(PY) -m bench
 
 clean-cache:
 	rm -rf $(CACHE_DIR)/venvs

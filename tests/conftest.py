@@ -126,6 +126,16 @@ def gcs(gcs_emulator_server, monkeypatch):
     yield BUCKET
 
 
+@pytest.fixture(scope="session")
+def interactions(tmp_path_factory) -> Path:
+    """The example pipeline's interactions CSV folder (deterministic)."""
+    from examples.retrieval.data import write_interactions
+
+    folder = tmp_path_factory.mktemp("interactions")
+    write_interactions(folder)
+    return folder
+
+
 @pytest.fixture
 def clean_env(monkeypatch):
     """No MLflow or runtime settings leak in from the caller's environment."""

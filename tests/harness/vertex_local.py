@@ -76,7 +76,11 @@ class LocalVertex:
         return ({"inputs": {"parameters": parameters, "artifacts": artifacts},
                  "outputs": {"artifacts": outputs, "outputFile": str(output_file)}}, output_file)
 
-    def run(self, task: str, env: dict, timeout: float = 900, command: list[str] | None = None) -> TaskRun:
+    def command_for(self, argv: list[str]) -> list[str]:
+        """How to start a container command here: this venv and checkout (override for docker)."""
+        return _map_command(argv)
+
+    def run(self, task: str, env: dict, timeout: float = 900) -> TaskRun:
         executor_input, output_file = self.executor_input(task)
         output_file.parent.mkdir(parents=True, exist_ok=True)
         label = self.spec["components"][self.spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]]
@@ -84,12 +88,11 @@ class LocalVertex:
         payload = json.dumps(executor_input)
         driver = container.get("lifecycle", {}).get("preCacheCheck")
         if driver:
-            cmd = _map_command(driver["command"]) + [a.replace("{{$}}", payload) for a in driver["args"]]
+            cmd = self.command_for(driver["command"] + [a.replace("{{$}}", payload) for a in driver["args"]])
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
             if done.returncode:
                 return TaskRun(task, done.returncode, done.stdout, done.stderr, executor_input, output_file)
-        cmd = _map_command(command or container["command"]) + [a.replace("{{$}}", payload)
-                                                                for a in container["args"]]
+        cmd = self.command_for(container["command"] + [a.replace("{{$}}", payload) for a in container["args"]])
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         result = TaskRun(task, done.returncode, done.stdout, done.stderr, executor_input, output_file)
         if done.returncode == 0 and output_file.exists():

@@ -7,15 +7,6 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="session")
-def interactions(tmp_path_factory) -> Path:
-    from examples.retrieval.data import write_interactions
-
-    folder = tmp_path_factory.mktemp("interactions")
-    write_interactions(folder)
-    return folder
-
-
 @pytest.fixture(autouse=True)
 def legacy_keras(monkeypatch):
     monkeypatch.setenv("TF_USE_LEGACY_KERAS", "1")
