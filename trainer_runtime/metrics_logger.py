@@ -65,6 +65,7 @@ class MetricsLogger:
         self._closing = threading.Event()
         self._give_up = threading.Event()
         self.report = LoggerReport()
+        self._inflight = 0
         self._params_sent: dict[str, str] = {}
 
     # --- training-thread side: never blocks ---------------------------------
@@ -103,21 +104,26 @@ class MetricsLogger:
         return self._queue.unfinished_tasks == 0
 
     def close(self, timeout: float) -> LoggerReport:
+        """Send what is queued within ``timeout`` seconds, then stop. Never blocks longer:
+        what could not be sent is counted in ``lost_at_close`` and logged."""
         if self._thread is None:
             return self.report
         drained = self.flush(timeout)
         self._give_up.set()
-        self._queue.put(_STOP)
+        lost = 0
+        while True:  # whatever is still queued will not be sent in time
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._queue.task_done()
+            if item[0] == "m":
+                lost += len(item[1])
+        self._queue.put_nowait(_STOP)
         self._thread.join(timeout=max(5.0, self._retry_delay * 2))
-        if not drained:
-            lost = 0
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not _STOP and item[0] == "m":
-                    lost += len(item[1])
+        if self._thread.is_alive():  # stuck in a request to a hung server
+            lost += self._inflight
+        if not drained or lost:
             self.report.lost_at_close += lost
             log.error("%s metric points could not be sent within %.0fs and are lost "
                       "(the server was slow or down)", self.report.lost_at_close, timeout)
@@ -210,16 +216,19 @@ class MetricsLogger:
         from mlflow.exceptions import MlflowException
 
         while True:
+            self._inflight = len(metrics)
             try:
                 self._client.log_batch(self._run_id, metrics=metrics, params=params, tags=tags,
                                        synchronous=True)
                 self.report.metrics_sent += len(metrics)
+                self._inflight = 0
                 return
             except MlflowException as exc:
                 if exc.error_code == "INVALID_PARAMETER_VALUE" and len(metrics) + len(params) + len(tags) > 1:
                     self._send_one_by_one(metrics, params, tags)
                     return
                 if exc.error_code == "INVALID_PARAMETER_VALUE":
+                    self._inflight = 0
                     entity = (metrics + params + tags)[0]
                     self._reject_once(entity.key, f"rejected by the server: {_first_line(exc)}")
                     return
@@ -228,6 +237,7 @@ class MetricsLogger:
                 failure = exc
             self.report.send_failures += 1
             if self._give_up.is_set():
+                self._inflight = 0
                 self.report.lost_at_close += len(metrics)
                 log.error("giving up on %s metric points: %s", len(metrics), _first_line(failure))
                 return

@@ -185,3 +185,21 @@ def test_sanitize_name():
     assert sanitize_name("/a..b@c") == "a_b_c"
     assert sanitize_name("val_factorized_top_k/top_1_categorical_accuracy") == \
         "val_factorized_top_k/top_1_categorical_accuracy"
+
+
+def test_close_is_bounded_when_the_server_hangs(fault_proxy, clean_env):
+    """A hung server (60 s per request) must not hold the end of the job; the loss is counted."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(fault_proxy.url)
+    exp = client.create_experiment(f"hang-{uuid.uuid4().hex[:8]}")
+    run_id = client.create_run(exp).info.run_id
+    fault_proxy.control.set(latency=60.0)
+    logger = MetricsLogger(client, run_id)
+    logger.start()
+    for step in range(5):
+        logger.log_metrics({"loss": 1.0, "acc": 0.5}, step)
+    started = time.monotonic()
+    report = logger.close(2)
+    assert time.monotonic() - started < 10
+    assert report.lost_at_close == 10 and report.metrics_sent == 0
