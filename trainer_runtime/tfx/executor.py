@@ -22,10 +22,9 @@ from tfx.dsl.io import fileio
 
 from ..config import load_config
 from ..errors import UserCodeError, UserCodeLoadError
-from ..session import run_tracked
-from ..standalone import train_with_callback
 from ..user_code import functions_in, import_error
 from . import context
+from .tracked import train_tracked
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +88,12 @@ class TrackedExecutor(GenericExecutor):
             config = load_config(context.env(), fn_args.custom_config)
             return config.with_defaults(experiment_name=context.pipeline_name(ctx))
 
-        def train(tracking):
-            tracking.logger.log_params(context.params_for(fn_args))
-            run_fn = resolve_run_fn(exec_properties)
-            log.info("Training model with %s.", getattr(run_fn, "__qualname__", run_fn))
-            train_with_callback(tracking, run_fn, fn_args, every_n_steps=tracking.log_every_n_steps)
+        def check_model() -> None:
             if not fileio.exists(fn_args.serving_model_dir):
                 original = RuntimeError("run_fn failed to generate model.")
                 raise UserCodeError(f"run_fn returned without writing a model to {fn_args.serving_model_dir}",
                                     hint="save the model to fn_args.serving_model_dir") from original
 
-        try:
-            run_tracked(load, train, status_dir=context.status_dir_for(fn_args.model_run_dir), tags=context.tags_for(ctx, context.env()))
-        except UserCodeError as exc:
-            # TFX and Vertex see the user's own exception (and TFX's own message).
-            if exc.__cause__ is not None:
-                raise exc.__cause__
-            raise
+        train_tracked(load, lambda: resolve_run_fn(exec_properties), fn_args, ctx, after=check_model)
         log.info("Training complete. Model written to %s. ModelRun written to %s",
                  fn_args.serving_model_dir, fn_args.model_run_dir)

@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import load_config
-from ..errors import ConfigError, UserCodeError
-from ..session import run_tracked
-from ..standalone import train_with_callback
+from ..errors import ConfigError
 from ..user_code import load_function
 from . import context
+from .tracked import train_tracked
 
 
 def run_fn(fn_args: Any) -> None:
@@ -27,14 +26,4 @@ def run_fn(fn_args: Any) -> None:
         state["run_fn"] = config.run_fn
         return config
 
-    def train(tracking):
-        tracking.logger.log_params(context.params_for(fn_args))
-        user_fn = load_function(state["run_fn"])
-        train_with_callback(tracking, user_fn, fn_args, every_n_steps=tracking.log_every_n_steps)
-
-    try:
-        run_tracked(load, train, status_dir=context.status_dir_for(fn_args.model_run_dir), tags=context.tags_for(None, context.env()))
-    except UserCodeError as exc:
-        if exc.__cause__ is not None:
-            raise exc.__cause__
-        raise
+    train_tracked(load, lambda: load_function(state["run_fn"]), fn_args)

@@ -1,0 +1,37 @@
+"""The one way a TFX Trainer run goes through the runtime, shared by TrackedExecutor and the run_fn shim."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from ..config import RuntimeConfig
+from ..errors import UserCodeError
+from ..session import run_tracked
+from ..standalone import train_with_callback
+from . import context
+
+log = logging.getLogger(__name__)
+
+
+def train_tracked(load: Callable[[], RuntimeConfig], resolve_fn: Callable[[], Callable[..., Any]], fn_args: Any,
+                  executor_context: Any = None, after: Callable[[], None] | None = None) -> None:
+    """Preflight, then ``resolve_fn()(fn_args)`` with the callback installed, then ``after()``.
+
+    A failure of user code propagates as the user's own exception (so TFX and
+    Vertex fail the task with it), after the run was marked FAILED and the status written.
+    """
+    def train(tracking):
+        tracking.logger.log_params(context.params_for(fn_args))
+        run_fn = resolve_fn()
+        log.info("Training model with %s.", getattr(run_fn, "__qualname__", run_fn))
+        train_with_callback(tracking, run_fn, fn_args, every_n_steps=tracking.log_every_n_steps)
+        if after is not None:
+            after()
+
+    try:
+        run_tracked(load, train, status_dir=context.status_dir_for(fn_args.model_run_dir),
+                    tags=context.tags_for(executor_context, context.env()))
+    except UserCodeError as exc:
+        if exc.__cause__ is not None:
+            raise exc.__cause__
+        raise
