@@ -65,4 +65,9 @@ echo "==> docker build $TAG (pip installs tfx[docker-image]==$TFX_VERSION under 
 docker build --network host -f "$HERE/Dockerfile" --build-arg ROOTFS="trainer-runtime-standin-rootfs:$HASH" \
   --build-arg TFX_VERSION="$TFX_VERSION" --label recipe-hash="$HASH" -t "$TAG" "$CONTEXT"
 rm -rf "$CONTEXT"
+# Older recipes' leftovers: rootfs images, cached tarballs, dangling layers.
+docker images --format '{{.Repository}}:{{.Tag}}' trainer-runtime-standin-rootfs | grep -v ":$HASH\$" \
+  | xargs -r docker rmi >/dev/null 2>&1 || true
+find "$CACHE_DIR" -maxdepth 1 -name 'standin-rootfs-*.tar' ! -name "standin-rootfs-$HASH.tar" -delete
+docker image prune -f >/dev/null
 echo "==> stand-in $TAG built (recipe $HASH)"
