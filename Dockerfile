@@ -3,6 +3,19 @@
 ARG TFX_VERSION=1.16.0
 FROM gcr.io/tfx-oss-public/tfx:${TFX_VERSION}
 
+# TFRS >= 0.7.5 refuses Keras 3; the TFX 1.16 base does not set this (1.17+ do).
+ENV TF_USE_LEGACY_KERAS=1 \
+    PYTHONUNBUFFERED=1 \
+    TF_CPP_MIN_LOG_LEVEL=1
+
+# Dependencies first, in their own layer: they change only with the lock.
+# The lock was resolved together with TFX under the base image's pins, so pip
+# reinstalls almost nothing; a conflict fails here, at build time.
+COPY requirements.lock /opt/trainer-runtime/requirements.lock
+RUN python -m pip install --no-cache-dir --require-hashes -r /opt/trainer-runtime/requirements.lock && \
+    python -m pip check
+
+# Version metadata after the dependency layer, so a new tag or commit reuses it.
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/trainer-runtime/trainer-runtime
@@ -11,19 +24,7 @@ LABEL org.opencontainers.image.title="trainer-runtime" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.source="${SOURCE}"
-
-# TFRS >= 0.7.5 refuses Keras 3; the TFX 1.16 base does not set this (1.17+ do).
-ENV TF_USE_LEGACY_KERAS=1 \
-    PYTHONUNBUFFERED=1 \
-    TF_CPP_MIN_LOG_LEVEL=1 \
-    TRAINER_RUNTIME_IMAGE_VERSION="${VERSION}"
-
-# Dependencies first, in their own layer: they change only with the lock.
-# The lock was resolved together with TFX under the base image's pins, so pip
-# reinstalls almost nothing; a conflict fails here, at build time.
-COPY requirements.lock /opt/trainer-runtime/requirements.lock
-RUN python -m pip install --no-cache-dir --require-hashes -r /opt/trainer-runtime/requirements.lock && \
-    python -m pip check
+ENV TRAINER_RUNTIME_IMAGE_VERSION="${VERSION}"
 
 COPY pyproject.toml README.md /opt/trainer-runtime/src/
 COPY trainer_runtime /opt/trainer-runtime/src/trainer_runtime
