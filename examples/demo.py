@@ -40,6 +40,13 @@ def metrics_table(client, run_id: str) -> str:
     return "\n".join(lines)
 
 
+def _seconds_between(start: str, end: str) -> float:
+    from datetime import datetime
+
+    parse = lambda text: datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa: E731
+    return (parse(end) - parse(start)).total_seconds()
+
+
 def main() -> int:
     stage = Stages(5)
     OUT.mkdir(exist_ok=True)
@@ -86,7 +93,8 @@ def main() -> int:
             tfx.orchestration.LocalDagRunner().run(pipeline)
         except Exception as exc:  # shown below with the status file, which says why
             failure = exc
-        print(f"      pipeline finished in {time.monotonic() - started:.0f}s")
+        pipeline_s = time.monotonic() - started
+        print(f"      pipeline finished in {pipeline_s:.0f}s")
 
         stage("results")
         status_files = sorted(root.glob("Trainer/model_run/*-mlflow/mlflow_status.json"))
@@ -101,6 +109,12 @@ def main() -> int:
             print(f"error       : {status['error']['type']}: {status['error']['message']}\n"
                   f"fix         : {status['error']['hint']}")
             return status.get("exit_code") or 1
+        stamps = status["timestamps"]
+        trainer_s = _seconds_between(stamps["initializing"], stamps["completed"])
+        print(f"pipeline    : {pipeline_s:.0f}s wall; Trainer (preflight to completed) {trainer_s:.1f}s")
+        callback = status.get("callback", {})
+        print(f"callback    : {callback.get('ms_per_epoch', 0):.2f} ms per epoch on the training thread "
+              f"({callback.get('epochs', 0)} epochs, {callback.get('steps', 0)} steps)")
         from mlflow import MlflowClient
 
         print("\nmetrics per epoch (from the MLflow server):")

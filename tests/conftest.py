@@ -15,6 +15,17 @@ from tests.harness.control import Control
 from tests.harness.procs import ManagedProcess, free_port
 from tests.harness import servers
 
+#: one-line measurements (start-up and build times, sizes) printed at the end of the run
+MEASUREMENTS: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if MEASUREMENTS:
+        terminalreporter.section("trainer-runtime measurements")
+        for line in MEASUREMENTS:
+            terminalreporter.write_line(line)
+
+
 SA_EMAIL = "trainer@test-project.iam.gserviceaccount.com"
 BUCKET = "status-bucket"
 REPO = Path(__file__).resolve().parent.parent
@@ -55,6 +66,7 @@ def test_keys(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     proc, url = servers.start_mlflow(tmp_path_factory.mktemp("mlflow"))
+    MEASUREMENTS.append(f"mlflow server healthy in {proc.started_in:.1f}s")
     yield Server(proc, url)
     proc.stop()
 
@@ -115,6 +127,7 @@ def fault_proxy(open_proxy_server):
 @pytest.fixture(scope="session")
 def gcs_emulator_server(tmp_path_factory):
     proc, host = servers.start_storage_emulator(tmp_path_factory.mktemp("gcs"), BUCKET)
+    MEASUREMENTS.append(f"storage emulator ready in {proc.started_in:.1f}s")
     yield Server(proc, host)
     proc.stop()
 

@@ -43,10 +43,15 @@ def test_lock_keeps_the_base_image_pins():
 
 
 def test_installed_env_equals_the_lock():
-    from importlib import metadata
+    # A fresh interpreter: once setuptools is imported in-process (TFX does), its _vendor dir is
+    # on sys.path and its vendored dist-infos (packaging, wheel, ...) would shadow the real ones.
+    code = ("import json; from importlib import metadata; "
+            "print(json.dumps({d.metadata['Name']: d.version for d in metadata.distributions()}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    import json
 
     lock = locked(REPO / "requirements.lock")
-    installed = {_norm(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    installed = {_norm(n): v for n, v in json.loads(out.stdout).items()}
     wrong = {n: (v, installed.get(n)) for n, v in lock.items() if installed.get(n) != v}
     assert wrong == {}
     assert "mlflow" not in installed, "full mlflow must never sit beside mlflow-skinny"

@@ -12,6 +12,7 @@ at the global step.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ class CallbackCore:
         self.global_step = 0
         self.final_metrics: dict[str, float] = {}
         self.fits = 0
+        self.epochs_total = 0
+        #: time spent in our hooks on the training thread (what training pays for tracking)
+        self.seconds = 0.0
 
     def train_begin(self, params: dict[str, Any], model: Any) -> None:
         self.fits += 1
@@ -56,16 +60,27 @@ class CallbackCore:
         self.logger.log_params({k: v for k, v in values.items() if v is not None})
 
     def batch_end(self, logs: dict[str, Any] | None) -> None:
+        started = time.perf_counter()
         self.global_step += 1
         if self.every_n_steps and logs and self.global_step % self.every_n_steps == 0:
             self.logger.log_metrics({f"step/{k}": _to_float(v) for k, v in logs.items()}, self.global_step)
+        self.seconds += time.perf_counter() - started
 
     def epoch_end(self, epoch: int, logs: dict[str, Any] | None) -> None:
+        started = time.perf_counter()
         self.epochs_seen = epoch + 1
+        self.epochs_total += 1
         if logs:
             values = {k: _to_float(v) for k, v in logs.items()}
             self.final_metrics = {k: v for k, v in values.items() if isinstance(v, float)}
             self.logger.log_metrics(values, self.epoch_offset + epoch)
+        self.seconds += time.perf_counter() - started
+
+    def overhead(self) -> dict[str, float]:
+        """Training-thread time spent in the callback, for the status file."""
+        per_epoch = self.seconds / self.epochs_total if self.epochs_total else 0.0
+        return {"seconds": round(self.seconds, 6), "epochs": self.epochs_total,
+                "ms_per_epoch": round(per_epoch * 1000, 3), "steps": self.global_step}
 
     def train_end(self) -> None:
         self.epoch_offset += self.epochs_seen

@@ -23,6 +23,8 @@ def train_with_callback(ctx: TrackingContext, fn, *args, every_n_steps: int = 0)
     finally:
         if core.final_metrics:
             ctx.extra_status["final_metrics"] = core.final_metrics
+        if core.fits:
+            ctx.extra_status["callback"] = core.overhead()
 
 
 def run_standalone(target: str, fn_args: Sequence[str], flags: dict, deps: Deps | None = None) -> int:

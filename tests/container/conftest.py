@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import MEASUREMENTS
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "trainer-runtime:test"
@@ -89,7 +90,8 @@ def standin_base(docker_engine):
     out = subprocess.run(["bash", str(REPO / "tests/container/standin/build.sh"), pins],
                          capture_output=True, text=True, timeout=3000)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    print(f"\nstand-in base: {out.stdout.strip().splitlines()[-1]} in {time.monotonic() - started:.0f}s")
+    MEASUREMENTS.append(f"stand-in base: {out.stdout.strip().splitlines()[-1][4:]} in "
+                        f"{time.monotonic() - started:.0f}s")
     return BASE
 
 
@@ -105,6 +107,6 @@ def product_image(standin_base):
     seconds = time.monotonic() - started
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-3000:]
     image = BuiltImage(IMAGE, seconds, _image_size(IMAGE) - _image_size(BASE))
-    print(f"\nproduct image built in {seconds:.0f}s; adds {image.added_bytes / 1e6:.0f} MB over the base",
-          file=sys.stderr)
+    MEASUREMENTS.append(f"product image built in {seconds:.0f}s; adds {image.added_bytes / 1e6:.0f} MB "
+                        f"over the base ({_image_size(BASE) / 1e9:.2f} GB)")
     return image

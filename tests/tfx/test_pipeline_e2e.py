@@ -34,6 +34,7 @@ def _assert_tracked_run(uri, experiment, root, epochs=3, component_tag=True):
     assert status["stage"] == "completed" and status["run_id"] == run.info.run_id == info["run_id"]
     assert status["logging"]["lost_at_close"] == 0 and status["logging"]["rejected"] == {}
     assert TOP_100 in status["final_metrics"]
+    assert status["callback"]["epochs"] == epochs and status["callback"]["ms_per_epoch"] < 1000
     assert (only_dir(root, "model") / "Format-Serving" / "saved_model.pb").exists()
     return client, run
 
