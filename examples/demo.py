@@ -114,7 +114,7 @@ def main() -> int:
         print(f"pipeline    : {pipeline_s:.0f}s wall; Trainer (preflight to completed) {trainer_s:.1f}s")
         callback = status.get("callback", {})
         print(f"callback    : {callback.get('ms_per_epoch', 0):.2f} ms per epoch on the training thread "
-              f"({callback.get('epochs', 0)} epochs, {callback.get('steps', 0)} steps)")
+              f"({callback.get('epochs', 0)} epochs)")
         from mlflow import MlflowClient
 
         print("\nmetrics per epoch (from the MLflow server):")

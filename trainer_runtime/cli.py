@@ -64,6 +64,19 @@ def configure_logging(flags: dict) -> None:
     logs.configure(fmt if fmt in ("auto", "json", "text") else "auto", os.environ)
 
 
+DOCTOR_PREFLIGHT_TIMEOUT = 30.0
+
+
+def doctor_config(config):
+    """Doctor answers within 30 s unless a budget was given; a job's default allows 300 s."""
+    from dataclasses import replace
+
+    if config.sources.get("preflight_timeout") != "default":
+        return config
+    return replace(config, preflight_timeout=DOCTOR_PREFLIGHT_TIMEOUT,
+                   sources={**config.sources, "preflight_timeout": "doctor default"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     flags = _flags(args)
@@ -75,9 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "doctor":
         from .doctor import run_doctor
 
-        if flags.get("preflight_timeout") is None and not os.environ.get("TRAINER_RUNTIME_PREFLIGHT_TIMEOUT"):
-            flags["preflight_timeout"] = "30"  # doctor answers fast; a job's default allows 300s
-        return run_doctor(lambda: load_config(os.environ, None, flags), sys.stdout)
+        return run_doctor(lambda: doctor_config(load_config(os.environ, None, flags)), sys.stdout)
     from .standalone import run_standalone
 
     install_signal_handlers()
