@@ -1,24 +1,50 @@
 """Standalone path (Vertex custom job, `docker run`): run ``pkg.mod:fn`` as a tracked job."""
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from typing import Sequence
+from typing import Iterator, Sequence
 
-from . import keras_hook
+from . import envvars, keras_hook
 from .config import load_config
 from .errors import RuntimeFailure
 from .keras_callback import CallbackCore
 from .outcome import decide
-from .session import Deps, run_tracked
+from .session import Deps, default_status_dir, run_tracked
 from .tracking import TrackingContext
 from .user_code import call_user, load_function
+
+
+@contextlib.contextmanager
+def fluent_run(ctx: TrackingContext) -> Iterator[None]:
+    """While user code runs, MLflow's fluent API (mlflow.log_param, mlflow.start_run) in it
+    attaches to our run instead of starting a stray one on some default server."""
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
+    os.environ.update(MLFLOW_TRACKING_URI=ctx.tracking_uri, MLFLOW_RUN_ID=ctx.run_id,
+                      MLFLOW_EXPERIMENT_ID=ctx.experiment_id)
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    try:
+        yield
+    finally:
+        # A fluent run the user left open is ours: close it here (the outcome decided
+        # afterwards sets the run's final status) so it is not "already active" later.
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def train_with_callback(ctx: TrackingContext, fn, *args, every_n_steps: int = 0):
     """Call user code with the Keras hook installed; record the last epoch's metrics."""
     core = CallbackCore(ctx.logger, every_n_steps)
     try:
-        with keras_hook.installed(core):
+        with keras_hook.installed(core), fluent_run(ctx):
             return call_user(fn, *args)
     finally:
         if core.final_metrics:
@@ -33,6 +59,8 @@ def run_standalone(target: str, fn_args: Sequence[str], flags: dict, deps: Deps 
     if args[:1] == ["--"]:
         args = args[1:]
     deps = deps or Deps()
+    # Where a config error is recorded, since the config itself could not say.
+    fallback_status_dir = flags.get("status_dir") or deps.env.get(envvars.STATUS_DIR) or default_status_dir(deps.env)
 
     def load():
         return load_config(deps.env, None, flags)
@@ -43,9 +71,9 @@ def run_standalone(target: str, fn_args: Sequence[str], flags: dict, deps: Deps 
         return train_with_callback(ctx, fn, every_n_steps=ctx.log_every_n_steps)
 
     try:
-        run_tracked(load, train, tags={"trainer_runtime.path": "standalone",
-                                       "trainer_runtime.target": target, **version_tags(deps.env)},
-                    deps=deps)
+        run_tracked(load, train, status_dir=fallback_status_dir,
+                    tags={"trainer_runtime.path": "standalone", "trainer_runtime.target": target,
+                          **version_tags(deps.env)}, deps=deps)
     except (RuntimeFailure, KeyboardInterrupt, SystemExit, Exception) as exc:
         return decide(exc).exit_code
     return 0

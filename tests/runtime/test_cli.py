@@ -78,7 +78,7 @@ def test_doctor_403_names_run_invoker(metadata, auth_proxy, tmp_path):
 
 @pytest.mark.parametrize("target,code,needle", [
     ("ok_pkg.train:main", 0, None),
-    ("ok_pkg.train:nope", 3, "has no 'nope'; found: build_model, main, sleep_long, train"),
+    ("ok_pkg.train:nope", 3, "has no 'nope'; found: build_model, main, sleep_long, train, uses_mlflow"),
     ("syntax_error_pkg.train:main", 3, "syntax error in your code"),
     ("missing_dep_pkg.train:main", 3, "imports 'definitely_not_installed_pkg', which is not installed"),
     ("no_such_module:main", 3, "cannot import module 'no_such_module'"),
@@ -100,6 +100,29 @@ def test_standalone_outcomes(mlflow_server, tmp_path, target, code, needle):
         assert needle in status["error"]["message"]
         assert status["error"]["traceback"]
         assert "training step" not in out.stdout
+
+
+def test_users_own_fluent_mlflow_calls_land_in_our_run(mlflow_server, tmp_path):
+    exp = f"fluent-{uuid.uuid4().hex[:6]}"
+    out = cli("run", "ok_pkg.train:uses_mlflow", env={"MLFLOW_TRACKING_URI": mlflow_server.url,
+                                                      "MLFLOW_EXPERIMENT_NAME": exp,
+                                                      "TRAINER_RUNTIME_STATUS_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server.url)
+    runs = client.search_runs([client.get_experiment_by_name(exp).experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["user_param"] == "from-user-code"
+    assert runs[0].data.metrics["user_metric"] == 3.5
+
+
+def test_config_error_is_recorded_in_the_status_dir_the_env_names(tmp_path):
+    out = cli("run", "ok_pkg.train:main", env={"MLFLOW_TRACKING_URI": "not-a-url",
+                                               "TRAINER_RUNTIME_STATUS_DIR": str(tmp_path)})
+    assert out.returncode == 2
+    status = json.loads((tmp_path / "mlflow_status.json").read_text())
+    assert status["stage"] == "failed" and status["error"]["type"] == "ConfigError"
 
 
 def test_sigterm_marks_the_run_killed(mlflow_server, tmp_path):

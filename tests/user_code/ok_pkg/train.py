@@ -18,3 +18,11 @@ def main():
 
 def sleep_long():
     time.sleep(120)
+
+
+def uses_mlflow():
+    """User code that logs with MLflow's fluent API itself."""
+    import mlflow
+
+    mlflow.log_param("user_param", "from-user-code")
+    mlflow.log_metric("user_metric", 3.5)
