@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 RUNNER = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 STOCK_TRAINER = "tfx.components.trainer.executor.GenericExecutor"
+LEGACY_TRAINER = "tfx.components.trainer.executor.Executor"
 TRACKED = "trainer_runtime.tfx.executor.TrackedExecutor"
 
 
@@ -41,13 +42,17 @@ def rewrite(argv: Sequence[str]) -> list[str]:
 
 
 def forward(argv: Sequence[str]) -> int:
-    from ..cli import configure_logging
+    """Run TFX's executor runner in this process; its own exit (absl app.run) ends the process."""
+    from ..cli import configure_logging, install_signal_handlers
 
     args = rewrite(argv)
     executor = (_get(args, "--executor_class_path") or (0, "?"))[1]
     if executor == TRACKED:
         configure_logging({})
-    logging.getLogger(__name__).info("forwarding to %s with executor %s", RUNNER, executor)
+        install_signal_handlers()  # a preempted or cancelled Trainer ends KILLED, with its status
+    elif executor == LEGACY_TRAINER:
+        log.warning("the Estimator-based Trainer executor (trainer_fn) is not tracked; use run_fn")
+    log.info("forwarding to %s with executor %s", RUNNER, executor)
     sys.argv = [RUNNER, *args]
     runpy.run_module(RUNNER, run_name="__main__", alter_sys=True)
     return 0
