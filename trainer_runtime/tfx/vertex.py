@@ -54,5 +54,10 @@ def forward(argv: Sequence[str]) -> int:
         log.warning("the Estimator-based Trainer executor (trainer_fn) is not tracked; use run_fn")
     log.info("forwarding to %s with executor %s", RUNNER, executor)
     sys.argv = [RUNNER, *args]
-    runpy.run_module(RUNNER, run_name="__main__", alter_sys=True)
+    from ..errors import Killed
+
+    try:
+        runpy.run_module(RUNNER, run_name="__main__", alter_sys=True)
+    except Killed as exc:  # status and run are already KILLED; exit as a signalled process would
+        return exc.exit_code
     return 0
