@@ -1,0 +1,54 @@
+"""Faults during training: the background logger rides them out without losing metrics or blocking."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from trainer_runtime.metrics_logger import MetricsLogger
+
+
+def _run(url):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(url)
+    exp = client.create_experiment(f"res-{uuid.uuid4().hex[:8]}")
+    return client, client.create_run(exp).info.run_id
+
+
+@pytest.mark.parametrize("fault", [{"drop": True}, {"status": 503}])
+def test_a_server_outage_mid_training_loses_nothing(fault_proxy, clean_env, fault):
+    """Dropped connections or 503s for ~4 s while epochs are logged; everything lands afterwards."""
+    client, run_id = _run(fault_proxy.url)
+    logger = MetricsLogger(client, run_id, retry_delay=0.5)
+    logger.start()
+    logger.log_metrics({"loss": 1.0}, 0)
+    assert logger.flush(30)
+    fault_proxy.control.set(**fault)
+    healed = threading.Timer(4.0, lambda: fault_proxy.control.set(drop=False, status=None))
+    healed.start()
+    started = time.monotonic()
+    for step in range(1, 20):
+        logger.log_metrics({"loss": 1.0 / (step + 1), "val_loss": 2.0 / (step + 1)}, step)
+    put_seconds = time.monotonic() - started
+    report = logger.close(90)
+    healed.join()
+    assert put_seconds < 0.2, "training never waits on the outage"
+    assert report.lost_at_close == 0 and report.dropped_queue_full == 0
+    assert sorted(m.step for m in client.get_metric_history(run_id, "loss")) == list(range(20))
+    assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == list(range(1, 20))
+
+
+def test_keras_module_choice_follows_tf_use_legacy_keras():
+    """In a fresh interpreter: tf-keras when TF_USE_LEGACY_KERAS=1, Keras 3 otherwise."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from trainer_runtime.keras_hook import keras_modules; print([m.__name__ for m in keras_modules()])"
+    for value, expected in (("1", "['tf_keras']"), ("", "['keras']")):
+        env = dict(os.environ, TF_USE_LEGACY_KERAS=value, TF_CPP_MIN_LOG_LEVEL="3")
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert out.stdout.strip().splitlines()[-1] == expected, out.stderr[-2000:]
