@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import quote
 from dataclasses import dataclass
 from typing import Callable, TextIO
 
@@ -92,13 +93,16 @@ def run_doctor(load_config: Callable[[], RuntimeConfig], out: TextIO, deps: Deps
         if doc.run("ID token", lambda: _token(source)):
             doc.report(Check("identity", OK, f"{source.identity() or 'unknown'} via {source.source.kind} "
                                              f"({source.source.detail})"))
-            auth.activate(source)
         else:
             doc.skip("identity", "no token")
-    try:
-        _server_checks(doc, config, mode, source)
-    finally:
-        auth.activate(None)
+            _skip(doc, SERVER_CHECKS, "no credential")
+            source = None
+    if mode != "google" or source is not None:
+        auth.activate(source)
+        try:
+            _server_checks(doc, config, mode, source)
+        finally:
+            auth.activate(None)
     destination = config.status_dir or default_status_dir(doc.deps.env)
     doc.run("status destination", lambda: _writable(doc.deps, destination))
     failed = sum(c.mark == FAIL for c in doc.checks)
@@ -111,6 +115,14 @@ def _token(source: auth.GoogleIdTokenSource) -> str:
     return f"ID token for audience {source.audience}"
 
 
+SERVER_CHECKS = ("health", "API call", "server version", "experiment")
+
+
+def _skip(doc: Doctor, checks: tuple[str, ...], why: str) -> None:
+    for check in checks:
+        doc.skip(check, why)
+
+
 def _server_checks(doc: Doctor, config: RuntimeConfig, mode: str, source) -> None:
     identity = source.identity if source else (lambda: None)
     checker = Checker(config.tracking_uri, doc.deps.probe_factory(config.tracking_uri),
@@ -118,26 +130,21 @@ def _server_checks(doc: Doctor, config: RuntimeConfig, mode: str, source) -> Non
                       Deadline(config.preflight_timeout, doc.deps.clock), config.request_timeout,
                       sleep=doc.deps.sleep)
     name = config.experiment_name or DEFAULT_EXPERIMENT
-    if mode == "google" and doc.first_error:
-        for check in ("health", "API call", "server version", "experiment"):
-            doc.skip(check, "no credential")
-        return
     if not doc.run("health", lambda: f"{config.tracking_uri}/health answered 200"
                    if checker.get("/health", "health check") else ""):
-        for check in ("API call", "server version", "experiment"):
-            doc.skip(check, "server not healthy")
+        _skip(doc, SERVER_CHECKS[1:], "server not healthy")
         return
     found: dict = {}
 
     def api() -> str:
-        reply = checker.get(f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}", "API check")
+        reply = checker.get(f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={quote(name)}",
+                            "API check")
         if reply.status == 200:
             found.update(json.loads(reply.body).get("experiment", {}))
         return "MLflow REST API answered (Host header accepted)"
 
     if not doc.run("API call", api):
-        doc.skip("server version", "API not reachable")
-        doc.skip("experiment", "API not reachable")
+        _skip(doc, SERVER_CHECKS[2:], "API not reachable")
         return
     reply = checker.probe("/version", config.request_timeout)
     doc.report(Check("server version", OK, reply.body.strip() if reply.status == 200 else "unknown"))

@@ -95,7 +95,7 @@ def open_tracking(config: RuntimeConfig, deps: Deps, tags: Mapping[str, str] | N
 
 def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[TrackingContext], Any], *,
                 status_dir: str | None = None, tags: Mapping[str, str] | None = None,
-                deps: Deps | None = None, on_outcome: Callable[[outcome.Outcome], None] | None = None) -> Any:
+                deps: Deps | None = None) -> Any:
     """Run ``train`` inside a tracked MLflow run and return its result.
 
     Args:
@@ -104,7 +104,6 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
             should be called through ``user_code.call_user``.
         status_dir: where status goes unless the config says otherwise.
         tags: MLflow tags set when the run is created.
-        on_outcome: called with the decided Outcome before the exception (if any) propagates.
 
     Raises:
         Whatever ended the run, unchanged, after the status and the run were closed.
@@ -112,7 +111,6 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
     deps = deps or Deps()
     reporter: StatusReporter | None = None
     ctx: TrackingContext | None = None
-    config: RuntimeConfig | None = None
     try:
         config = load_config()
         destination = config.status_dir or status_dir or default_status_dir(deps.env)
@@ -124,14 +122,14 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
         log.info("MLflow run: %s", ctx.run_url)
         reporter.stage("training")
         result = train(ctx)
-        _close(ctx, reporter, outcome.decide(None), on_outcome)
+        _close(ctx, reporter, outcome.decide(None))
         return result
     except BaseException as exc:
         if reporter is None and status_dir and isinstance(exc, ConfigError):
             reporter = _fallback_reporter(deps, status_dir)
         decided = outcome.decide(exc)
         log.error("run %s: %s", decided.stage, exc)
-        _close(ctx, reporter, decided, on_outcome)
+        _close(ctx, reporter, decided)
         raise
     finally:
         auth.activate(None)
@@ -145,8 +143,8 @@ def _fallback_reporter(deps: Deps, status_dir: str) -> StatusReporter | None:
         return None
 
 
-def _close(ctx: TrackingContext | None, reporter: StatusReporter | None, decided: outcome.Outcome,
-           on_outcome: Callable[[outcome.Outcome], None] | None) -> None:
+def _close(ctx: TrackingContext | None, reporter: StatusReporter | None, decided: outcome.Outcome) -> None:
+    """End the MLflow run and write the terminal status. Never raises."""
     fields: dict[str, Any] = {"exit_code": decided.exit_code}
     if ctx is not None:
         try:
@@ -159,6 +157,4 @@ def _close(ctx: TrackingContext | None, reporter: StatusReporter | None, decided
         fields.update(ctx.extra_status)
     if reporter is not None:
         reporter.finish(decided.stage, decided.error, **fields)
-        log.info("status %s written to %s", decided.stage, reporter.status_path)
-    if on_outcome is not None:
-        on_outcome(decided)
+        log.info("status %s: %s", decided.stage, reporter.status_path)

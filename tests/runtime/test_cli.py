@@ -149,3 +149,14 @@ def test_sigterm_marks_the_run_killed(mlflow_server, tmp_path):
     from mlflow import MlflowClient
 
     assert MlflowClient(mlflow_server.url).get_run(status["run_id"]).info.status == "KILLED"
+
+
+def test_doctor_without_a_credential_skips_the_server_checks(metadata, auth_proxy, tmp_path):
+    metadata.control.set(fail_status=500)
+    out = cli("doctor", "--auth", "google", "--status-dir", str(tmp_path),
+              env={"MLFLOW_TRACKING_URI": auth_proxy.url})
+    assert out.returncode == 11
+    assert "✗ ID token:" in out.stdout
+    for check in ("identity", "health", "API call", "server version", "experiment"):
+        assert f"- {check}: skipped" in out.stdout
+    assert auth_proxy.control.stats()["requests"] == {}
