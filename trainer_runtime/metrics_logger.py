@@ -115,11 +115,14 @@ class MetricsLogger:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                try:
+                    self._queue.put_nowait(_STOP)
+                    break
+                except queue.Full:  # a late producer refilled it; drain again
+                    continue
             self._queue.task_done()
             if item[0] == "m":
                 lost += len(item[1])
-        self._queue.put_nowait(_STOP)
         self._thread.join(timeout=max(5.0, self._retry_delay * 2))
         if self._thread.is_alive():  # stuck in a request to a hung server
             lost += self._inflight
@@ -143,16 +146,23 @@ class MetricsLogger:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is _STOP:
-                    self._queue.put(_STOP)
+                if nxt is _STOP:  # send what we have, then stop
+                    self._send_safely(items)
                     self._queue.task_done()
-                    break
+                    for _ in items:
+                        self._queue.task_done()
+                    return
                 items.append(nxt)
-            try:
-                self._send(items)
-            finally:
-                for _ in items:
-                    self._queue.task_done()
+            self._send_safely(items)
+            for _ in items:
+                self._queue.task_done()
+
+    def _send_safely(self, items: list[tuple]) -> None:
+        try:
+            self._send(items)
+        except Exception:  # a bug here must not kill the worker and leave close() waiting
+            self.report.lost_at_close += sum(len(item[1]) for item in items if item[0] == "m")
+            log.exception("could not send %s queued MLflow entries", len(items))
 
     def _entities(self, items: list[tuple]) -> tuple[list, list, list]:
         from mlflow.entities import Metric, Param, RunTag
