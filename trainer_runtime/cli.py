@@ -81,10 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     flags = _flags(args)
     configure_logging(flags)
-    from .redact import register_secret
+    from .redact import register_env_secrets
 
-    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD"):
-        register_secret(os.environ.get(name))
+    register_env_secrets(os.environ)
     if args.command == "doctor":
         from .doctor import run_doctor
 

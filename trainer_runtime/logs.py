@@ -42,6 +42,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+def protect_existing_handlers() -> None:
+    """Add the redacting filter to handlers someone else installed (absl's, under TFX)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
 def on_gcp(env: Mapping[str, str]) -> bool:
     return any(env.get(name) for name in envvars.GCP_MARKERS)
 

@@ -31,6 +31,12 @@ def register_secret(value: str | None) -> None:
             _secrets.add(value)
 
 
+def register_env_secrets(env) -> None:
+    """Mask MLflow's own credentials, which MLflow reads from the environment."""
+    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD"):
+        register_secret(env.get(name))
+
+
 def redact(text: str) -> str:
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)

@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import auth, outcome
+from . import auth, logs, outcome
 from .config import RuntimeConfig
 from .errors import ConfigError
+from .redact import register_env_secrets
 from .preflight import AuthContext, Checker, check_server, mlflow_probe
 from .retry import Deadline
 from .status import StatusReporter
@@ -109,6 +110,8 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
         Whatever ended the run, unchanged, after the status and the run were closed.
     """
     deps = deps or Deps()
+    register_env_secrets(deps.env)
+    logs.protect_existing_handlers()
     reporter: StatusReporter | None = None
     ctx: TrackingContext | None = None
     try:

@@ -83,3 +83,19 @@ def test_secrets_grep_over_logs_and_status_files(mlflow_server, metadata, auth_p
     assert "failed with ***" in text, "the user's error still reaches the status, masked"
     assert token_secret not in text
     assert not JWT.search(text)
+
+
+def test_handlers_installed_by_others_are_protected_too():
+    """Under TFX, absl owns the root handler; run_tracked adds the redacting filter to it."""
+    stream = io.StringIO()
+    foreign = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(foreign)
+    try:
+        logs.protect_existing_handlers()
+        logs.protect_existing_handlers()  # idempotent
+        assert sum(isinstance(f, logs.RedactingFilter) for f in foreign.filters) == 1
+        logging.getLogger("y").error("sending Authorization: Bearer abc.def.ghi")
+    finally:
+        root.removeHandler(foreign)
+    assert "abc.def.ghi" not in stream.getvalue() and "Bearer ***" in stream.getvalue()
