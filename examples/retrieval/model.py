@@ -73,3 +73,10 @@ def run_fn_that_raises(fn_args):
 
 def run_fn_without_model(fn_args):
     """Returns without saving: TFX's own 'run_fn failed to generate model.' case."""
+
+
+def run_fn_slow(fn_args):
+    """Stands in for a long training, for the preemption (SIGTERM) test."""
+    import time
+
+    time.sleep(120)

@@ -80,19 +80,32 @@ class LocalVertex:
         """How to start a container command here: this venv and checkout (override for docker)."""
         return _map_command(argv)
 
-    def run(self, task: str, env: dict, timeout: float = 900) -> TaskRun:
+    def _commands(self, task: str) -> tuple[dict, Path, list[str] | None, list[str]]:
+        """(ExecutorInput, outputFile, driver argv or None, executor argv) for one task."""
         executor_input, output_file = self.executor_input(task)
         output_file.parent.mkdir(parents=True, exist_ok=True)
         label = self.spec["components"][self.spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]]
         container = self.spec["deploymentSpec"]["executors"][label["executorLabel"]]["container"]
         payload = json.dumps(executor_input)
         driver = container.get("lifecycle", {}).get("preCacheCheck")
-        if driver:
-            cmd = self.command_for(driver["command"] + [a.replace("{{$}}", payload) for a in driver["args"]])
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        driver_cmd = (self.command_for(driver["command"] + [a.replace("{{$}}", payload) for a in driver["args"]])
+                      if driver else None)
+        cmd = self.command_for(container["command"] + [a.replace("{{$}}", payload) for a in container["args"]])
+        return executor_input, output_file, driver_cmd, cmd
+
+    def start(self, task: str, env: dict) -> tuple[subprocess.Popen, dict]:
+        """Start a task without a driver step and return at once (for signal tests)."""
+        executor_input, _, driver_cmd, cmd = self._commands(task)
+        assert driver_cmd is None, "start() is for tasks without a lifecycle driver"
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), \
+            executor_input
+
+    def run(self, task: str, env: dict, timeout: float = 900) -> TaskRun:
+        executor_input, output_file, driver_cmd, cmd = self._commands(task)
+        if driver_cmd:
+            done = subprocess.run(driver_cmd, env=env, capture_output=True, text=True, timeout=timeout)
             if done.returncode:
                 return TaskRun(task, done.returncode, done.stdout, done.stderr, executor_input, output_file)
-        cmd = self.command_for(container["command"] + [a.replace("{{$}}", payload) for a in container["args"]])
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         result = TaskRun(task, done.returncode, done.stdout, done.stderr, executor_input, output_file)
         if done.returncode == 0 and output_file.exists():
