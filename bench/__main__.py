@@ -11,7 +11,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROWS, BATCH, EPOCHS, REPEATS = 15040, 64, 3, 5   # 235 steps per epoch, like the field report

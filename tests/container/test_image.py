@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.container.conftest import IMAGE, REPO
-from tests.harness.vertex_local import LocalVertex, load_spec
+from tests.container.conftest import REPO
+from tests.harness.vertex_local import LocalVertex
 from tests.tfx.conftest import history_steps, mlflow_run
 
 TOOLS = Path(os.environ.get("TR_TOOLS_VENV", "/nonexistent")) / "bin"

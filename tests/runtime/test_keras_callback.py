@@ -88,7 +88,6 @@ def test_added_once_even_if_the_user_adds_ours(new_run):
 
 def test_mlflows_own_callback_is_replaced(mlflow_server, new_run, monkeypatch):
     import mlflow
-    import tf_keras
     from mlflow.tensorflow import MlflowCallback
 
     client, run_id = new_run
