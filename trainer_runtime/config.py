@@ -193,7 +193,7 @@ def validate_tracking_uri(uri: str | None) -> str:
                                f'["{CUSTOM_CONFIG_KEY}"]["tracking_uri"], or --tracking-uri')
     try:
         parts = urlsplit(uri)
-        port = parts.port
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
     except ValueError as exc:
         raise ConfigError(f"malformed tracking URI {uri!r}: {exc}",
                           hint=f"use the server's root URL, e.g. {example}") from None
@@ -207,7 +207,6 @@ def validate_tracking_uri(uri: str | None) -> str:
     if parts.query or parts.fragment:
         raise ConfigError(f"the tracking URI must not have a query or fragment: {uri!r}",
                           hint=f"use the server's root URL, e.g. {example}")
-    del port
     return uri.rstrip("/")
 
 
