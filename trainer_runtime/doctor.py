@@ -14,9 +14,7 @@ from typing import Callable, TextIO
 from . import auth
 from .config import FIELDS, RuntimeConfig
 from .errors import ConfigError, RuntimeFailure
-from .preflight import AuthContext, Checker
-from .retry import Deadline
-from .session import DEFAULT_EXPERIMENT, Deps, default_status_dir
+from .session import DEFAULT_EXPERIMENT, Deps, default_status_dir, server_checker
 from .redact import redact
 
 OK, FAIL, SKIP = "✓", "✗", "-"
@@ -124,11 +122,7 @@ def _skip(doc: Doctor, checks: tuple[str, ...], why: str) -> None:
 
 
 def _server_checks(doc: Doctor, config: RuntimeConfig, mode: str, source) -> None:
-    identity = source.identity if source else (lambda: None)
-    checker = Checker(config.tracking_uri, doc.deps.probe_factory(config.tracking_uri),
-                      AuthContext(mode, auth.default_audience(config) if source else None, identity),
-                      Deadline(config.preflight_timeout, doc.deps.clock), config.request_timeout,
-                      sleep=doc.deps.sleep)
+    checker = server_checker(config, doc.deps, mode, source, source.identity if source else (lambda: None))
     name = config.experiment_name or DEFAULT_EXPERIMENT
     if not doc.run("health", lambda: f"{config.tracking_uri}/health answered 200"
                    if checker.get("/health", "health check") else ""):

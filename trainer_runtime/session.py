@@ -54,6 +54,24 @@ def default_status_dir(env: Mapping[str, str]) -> str:
     return env.get("AIP_MODEL_DIR") or os.getcwd()
 
 
+def version_tags(config: RuntimeConfig) -> dict[str, str]:
+    """The runtime's and the image's versions, tagged on every run."""
+    from . import __version__
+
+    tags = {"trainer_runtime.version": __version__}
+    if config.image_version:
+        tags["trainer_runtime.image_version"] = config.image_version
+    return tags
+
+
+def server_checker(config: RuntimeConfig, deps: Deps, mode: str, source: auth.GoogleIdTokenSource | None,
+                   identity: Callable[[], str | None]) -> Checker:
+    """The health/API checker for ``config``, under one fresh preflight deadline."""
+    return Checker(config.tracking_uri, deps.probe_factory(config.tracking_uri),
+                   AuthContext(mode, auth.default_audience(config) if source else None, identity),
+                   Deadline(config.preflight_timeout, deps.clock), config.request_timeout, sleep=deps.sleep)
+
+
 def open_tracking(config: RuntimeConfig, deps: Deps, tags: Mapping[str, str] | None = None) -> TrackingContext:
     """The preflight: auth, health, a real API call, experiment, run. Raises typed errors."""
     mode, why = auth.resolve_mode(config)
@@ -73,14 +91,12 @@ def open_tracking(config: RuntimeConfig, deps: Deps, tags: Mapping[str, str] | N
         return identity_cache[0]
 
     experiment_name = config.experiment_name or DEFAULT_EXPERIMENT
-    checker = Checker(config.tracking_uri, deps.probe_factory(config.tracking_uri),
-                      AuthContext(mode, auth.default_audience(config) if source else None, identity),
-                      Deadline(config.preflight_timeout, deps.clock), config.request_timeout,
-                      sleep=deps.sleep)
+    checker = server_checker(config, deps, mode, source, identity)
     version = check_server(checker, experiment_name)
     client = deps.client_factory(config.tracking_uri)
     experiment_id = ensure_experiment(client, experiment_name)
-    run = open_run(client, experiment_id, config.run_id, config.run_name, dict(tags or {}))
+    run = open_run(client, experiment_id, config.run_id, config.run_name,
+                   {**version_tags(config), **(tags or {})})
     if run.info.experiment_id != experiment_id:
         experiment_id = run.info.experiment_id
         experiment_name = client.get_experiment(experiment_id).name

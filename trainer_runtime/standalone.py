@@ -73,21 +73,13 @@ def run_standalone(target: str, fn_args: Sequence[str], flags: dict, deps: Deps 
     try:
         run_tracked(load, train, status_dir=fallback_status_dir,
                     tags={"trainer_runtime.path": "standalone", "trainer_runtime.target": target,
-                          **version_tags(deps.env)}, deps=deps)
+                          **vertex_job_tags(deps.env)}, deps=deps)
     except (RuntimeFailure, KeyboardInterrupt, SystemExit, Exception) as exc:
         return decide(exc).exit_code
     return 0
 
 
-def version_tags(env) -> dict[str, str]:
-    from . import __version__
-
-    tags = {"trainer_runtime.version": __version__}
-    image = env.get("TRAINER_RUNTIME_IMAGE_VERSION")
-    if image:
-        tags["trainer_runtime.image_version"] = image
-    for env_name, tag in (("CLOUD_ML_JOB_ID", "vertex.custom_job_id"),
-                          ("CLOUD_ML_PROJECT_ID", "vertex.project")):
-        if env.get(env_name):
-            tags[tag] = env[env_name]
-    return tags
+def vertex_job_tags(env) -> dict[str, str]:
+    """Vertex custom-job ids, when the job's environment carries them."""
+    return {tag: env[name] for name, tag in (("CLOUD_ML_JOB_ID", "vertex.custom_job_id"),
+                                              ("CLOUD_ML_PROJECT_ID", "vertex.project")) if env.get(name)}

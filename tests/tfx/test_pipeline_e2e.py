@@ -27,6 +27,9 @@ def _assert_tracked_run(uri, experiment, root, epochs=3, component_tag=True):
     assert not any(k.startswith("custom_config.trainer_runtime") for k in params)
     tags = run.data.tags
     assert tags["trainer_runtime.path"] == "tfx"
+    from trainer_runtime import __version__
+
+    assert tags["trainer_runtime.version"] == __version__
     if component_tag:
         assert tags["tfx.component"] == "Trainer"
     status = json.loads((status_dir(root) / "mlflow_status.json").read_text())

@@ -30,12 +30,9 @@ def vertex_ids(executor_context: Any) -> dict[str, str]:
     return vertex_ids_from_output_file(os.path.dirname(tmp_dir) + "/executor_output.json")
 
 
-def tags_for(executor_context: Any, env: Mapping[str, str]) -> dict[str, str]:
-    from .. import __version__
-
-    tags = {"trainer_runtime.version": __version__, "trainer_runtime.path": "tfx"}
-    if env.get("TRAINER_RUNTIME_IMAGE_VERSION"):
-        tags["trainer_runtime.image_version"] = env["TRAINER_RUNTIME_IMAGE_VERSION"]
+def tags_for(executor_context: Any) -> dict[str, str]:
+    """Where the Trainer runs: TFX pipeline/component/run and Vertex job/task ids."""
+    tags = {"trainer_runtime.path": "tfx"}
     info = getattr(executor_context, "pipeline_info", None)
     if info is not None and info.id:
         tags["tfx.pipeline"] = info.id

@@ -30,7 +30,7 @@ def train_tracked(load: Callable[[], RuntimeConfig], resolve_fn: Callable[[], Ca
 
     try:
         run_tracked(load, train, status_dir=context.status_dir_for(fn_args.model_run_dir),
-                    tags=context.tags_for(executor_context, context.env()))
+                    tags=context.tags_for(executor_context))
     except UserCodeError as exc:
         if exc.__cause__ is not None:
             raise exc.__cause__
