@@ -140,6 +140,22 @@ def gcs(gcs_emulator_server, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def gcs_fault_proxy_server(tmp_path_factory, gcs_emulator_server):
+    proc, url = servers.start_gcs_fault_proxy(tmp_path_factory.mktemp("gcs-proxy"), gcs_emulator_server.url)
+    yield Server(proc, url, Control(f"{url}/__proxy__"))
+    proc.stop()
+
+
+@pytest.fixture
+def gcs_faults(gcs_fault_proxy_server, monkeypatch):
+    """STORAGE_EMULATOR_HOST pointed at the GCS fault proxy (faults cleared); yields the proxy."""
+    gcs_fault_proxy_server.control.set(reset=True)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_fault_proxy_server.url)
+    yield gcs_fault_proxy_server
+    gcs_fault_proxy_server.control.set(reset=True)
+
+
+@pytest.fixture(scope="session")
 def interactions(tmp_path_factory) -> Path:
     """The example pipeline's interactions CSV folder (deterministic)."""
     from examples.retrieval.data import write_interactions

@@ -73,3 +73,12 @@ def start_fault_proxy(workdir: Path, upstream: str, public_key_path: Path, requi
     proc = ManagedProcess(f"fault-proxy({'auth' if require_auth else 'open'})", cmd,
                           workdir / f"proxy-{port}.log")
     return proc.start(f"{url}/__proxy__", timeout), url
+
+
+def start_gcs_fault_proxy(workdir: Path, upstream: str, timeout: float = 30.0) -> tuple[ManagedProcess, str]:
+    """``gcs_fault_proxy.py`` in front of the storage emulator. Returns (proc, http://host:port)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, str(HERE / "gcs_fault_proxy.py"), "--port", str(port), "--upstream", upstream]
+    proc = ManagedProcess("gcs-fault-proxy", cmd, workdir / f"gcs-proxy-{port}.log")
+    return proc.start(f"{url}/__proxy__", timeout), url
