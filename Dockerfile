@@ -29,13 +29,15 @@ ENV TRAINER_RUNTIME_IMAGE_VERSION="${VERSION}"
 COPY pyproject.toml README.md /opt/trainer-runtime/src/
 COPY trainer_runtime /opt/trainer-runtime/src/trainer_runtime
 COPY entrypoint.py /opt/trainer-runtime/entrypoint.py
+# The smoke import covers what users' modules import (tests/test_environment.py: ECOSYSTEM_MODULES),
+# so a missing module (e.g. pkg_resources) fails this build instead of a training job.
 # hadolint ignore=DL3013
 # (DL3013 wants a version pin: this is our own package from the build context, and
 #  --no-deps keeps every dependency at the hash-locked versions installed above.)
 RUN python -m pip install --no-cache-dir --no-deps --no-build-isolation /opt/trainer-runtime/src && \
     rm -rf /opt/trainer-runtime/src && \
     python -m pip check && \
-    python -c "import tfx, tensorflow_recommenders, mlflow, pydantic, trainer_runtime; from tfx import v1; import tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor" && \
+    python -c "import tfx, mlflow, pydantic, trainer_runtime; from tfx import v1; import tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor; import pkg_resources, tensorflow_transform, tensorflow_model_analysis, tensorboard.program, tensorboard.main, tensorflow_recommenders, keras_tuner, tfx_bsl.public.tfxio" && \
     trainer-runtime --version
 
 ENTRYPOINT ["python", "/opt/trainer-runtime/entrypoint.py"]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 LOCKED = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)", re.M)
@@ -78,6 +79,51 @@ def test_heavy_imports_work_under_legacy_keras():
     assert keras_module.startswith("tf_keras")
     assert mlflow_version == locked(REPO / "requirements.lock")["mlflow-skinny"]
     assert pydantic_version == "2.9.2"
+
+
+#: What a TFX user module commonly imports beside tfx itself. The Dockerfile's smoke import must
+#: import each of these too, so a break (like setuptools >= 81 dropping pkg_resources, which
+#: TensorBoard's server and tensorflow_hub need) fails the image build, not a user's training job.
+ECOSYSTEM_MODULES = ("pkg_resources", "tensorflow_transform", "tensorflow_model_analysis", "tensorboard.program",
+                     "tensorboard.main", "tensorflow_recommenders", "keras_tuner", "tfx_bsl.public.tfxio")
+LEGACY_KERAS = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, **LEGACY_KERAS), timeout=600)
+
+
+def test_tf_ecosystem_modules_a_user_module_imports():
+    """pip check passes without pkg_resources; only importing what users import finds that."""
+    code = "".join(f"import {m}\n" for m in ECOSYSTEM_MODULES)
+    # TensorBoard finds its plugins through pkg_resources entry points at run time, not at import.
+    code += "from tensorboard import default\nprint('plugins', len(default.get_dynamic_plugins()))\n"
+    result = _python(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-2:] == ["plugins", "1"]
+    # setuptools 80.9 turned this into a UserWarning that every import prints (see requirements.in).
+    assert "UserWarning: pkg_resources is deprecated" not in result.stderr
+
+
+def test_tensorflow_hub_gets_past_pkg_resources():
+    """tensorflow_hub 0.15 (tfx 1.16 requires <0.16) needs pkg_resources, then tf.compat.v1.estimator,
+    which TF 2.16 removed: it cannot import in the TFX 1.16 base image either (see the user guide).
+    This proves our lock is not what stops it; when it imports, it belongs in ECOSYSTEM_MODULES."""
+    result = _python("import tensorflow_hub")
+    assert "pkg_resources" not in result.stderr, result.stderr[-3000:]
+    if result.returncode == 0:
+        pytest.fail("tensorflow_hub imports now: add it to ECOSYSTEM_MODULES, the Dockerfile's smoke import "
+                    "and drop the user guide's note")
+    assert "cannot import name 'estimator' from 'tensorflow.compat.v1'" in result.stderr, result.stderr[-3000:]
+
+
+def test_dockerfile_smoke_import_covers_the_ecosystem_modules():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    smoke = re.search(r'python -c "([^"]*\btrainer_runtime\b[^"]*)"', dockerfile)
+    assert smoke, "the Dockerfile's smoke import (python -c \"...\") is gone"
+    imported = set(re.findall(r"[\w.]+", smoke.group(1)))
+    assert [m for m in ECOSYSTEM_MODULES if m not in imported] == []
 
 
 def test_importing_the_package_pulls_in_nothing_heavy():
