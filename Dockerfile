@@ -29,7 +29,7 @@ ENV TRAINER_RUNTIME_IMAGE_VERSION="${VERSION}"
 COPY pyproject.toml README.md /opt/trainer-runtime/src/
 COPY trainer_runtime /opt/trainer-runtime/src/trainer_runtime
 COPY entrypoint.py /opt/trainer-runtime/entrypoint.py
-# The smoke import covers what users' modules import (tests/test_environment.py: ECOSYSTEM_MODULES),
+# The smoke import covers what users' modules import (ECOSYSTEM_MODULES in the environment tests),
 # so a missing module (e.g. pkg_resources) fails this build instead of a training job.
 # hadolint ignore=DL3013
 # (DL3013 wants a version pin: this is our own package from the build context, and
