@@ -100,7 +100,21 @@ FIELDS: tuple[Field, ...] = (
           "Metric points buffered for the background logger before new ones are dropped (and counted).",
           "10000"),
     Field("flush_timeout", envvars.FLUSH_TIMEOUT, _number(float, 0), 60.0,
-          "Seconds to wait at the end for buffered metrics to reach the server.", "60"),
+          "The close budget of a run that ended on its own: seconds for the pending points, closing the "
+          "MLflow run and the final status together. What is not sent by then stays in the spool, "
+          "uploaded beside the status for `trainer-runtime replay`.", "60"),
+    Field("sigterm_grace", envvars.SIGTERM_GRACE, _number(float, 1), 25.0,
+          "The close budget after SIGTERM/SIGINT, counted from the signal (Vertex kills a task ~30 s "
+          "after SIGTERM).", "25"),
+    Field("send_timeout", envvars.SEND_TIMEOUT, _number(float, 0.1), 10.0,
+          "Seconds one logging request may take (tried once; the runtime's own backoff retries it, "
+          "never MLflow's hidden urllib3 retries).", "10"),
+    Field("heartbeat_interval", envvars.HEARTBEAT_INTERVAL, _number(float, 1), 30.0,
+          "Seconds between progress writes to the status during training (epoch, step, pending "
+          "points, heartbeat_at), so a killed trainer shows as a stale `training`.", "30"),
+    Field("spool_dir", envvars.SPOOL_DIR, _str, None,
+          "Local directory of the run's spool (every accepted point, before it is sent). "
+          "Default: `$TMPDIR/trainer-runtime/spool-<run_id>`.", "/tmp/spool"),
     Field("run_fn", envvars.RUN_FN, _str, None,
           "Your run_fn (`pkg.module.fn`), when the Trainer's own run_fn is "
           "`trainer_runtime.tfx.run_fn.run_fn`.", "my_pkg.model.run_fn"),
@@ -131,6 +145,10 @@ class RuntimeConfig:
     log_format: str = "auto"
     queue_size: int = 10_000
     flush_timeout: float = 60.0
+    sigterm_grace: float = 25.0
+    send_timeout: float = 10.0
+    heartbeat_interval: float = 30.0
+    spool_dir: str | None = None
     run_fn: str | None = None
     image_version: str | None = None
     #: "token" or "basic" when MLflow's own credentials are in the environment.

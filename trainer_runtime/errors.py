@@ -90,19 +90,29 @@ class StatusWriteError(PlatformFault):
     exit_code = 15
 
 
-class Killed(RuntimeFailure):
-    """The process was told to stop (SIGTERM/SIGINT), e.g. a preemption or a cancelled job."""
+class Killed(SystemExit):
+    """The process was told to stop (SIGTERM/SIGINT), e.g. a preemption or a cancelled job.
 
-    exit_code = 143
+    A ``SystemExit`` (so a ``BaseException``): no ``except Exception`` in user or
+    library code can swallow a preemption, and a process that lets it escape
+    exits ``128 + signum`` whichever entry point runs it (absl, runpy, TFX's runners).
+    """
+
+    fault = "platform"
+    retryable = False
 
     def __init__(self, signum: int) -> None:
         import signal
 
         name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name}",
-                         hint="the job was cancelled or preempted; rerun it if that was not intended")
-        self.signum = signum
         self.exit_code = 128 + signum
+        super().__init__(self.exit_code)
+        self.signum = signum
+        self.message = f"stopped by {name}"
+        self.hint = "the job was cancelled or preempted; rerun it if that was not intended"
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  fix: {self.hint}"
 
 
 class InternalError(PlatformFault):

@@ -1,11 +1,20 @@
-"""Batched, non-blocking MLflow logging on a background thread.
+"""Non-blocking MLflow logging: training thread -> queue -> spool on disk -> server.
 
-The training thread's share is one ``queue.put_nowait``. A worker drains the
-bounded queue into ``log_batch`` calls (MLflow limits: 1000 metrics, 100 params,
-100 tags per call). A batch the server rejects is retried entry by entry so one
-bad metric never loses the rest; bad names are sanitised, non-finite or
-non-numeric values dropped, each problem reported once. When the queue is full
-new points are dropped and counted, never waited for.
+The training thread's share is one ``queue.put_nowait`` of the raw values it
+was given. Two background threads do the rest:
+
+- the *writer* converts and cleans what was queued (tensors to floats, names
+  MLflow accepts, secrets out, long params cut), appends it to the run's
+  :class:`~trainer_runtime.spool.Spool` and hands it to the sender;
+- the *sender* sends spooled records in order, coalesced into ``log_batch``
+  requests up to MLflow's limits, each request tried once on the runtime's own
+  short timeout (:mod:`trainer_runtime.rest`), and retries on its own backoff,
+  which ``close`` interrupts. Nothing waits inside MLflow's hidden urllib3
+  retries; an outage of any length loses nothing, because the spool keeps it.
+
+Accounting has one owner, :class:`Counts`: every accepted point is sent,
+pending (in the spool) or rejected with a reason, and
+``accepted == sent + pending + sum(rejected)`` at every moment.
 """
 from __future__ import annotations
 
@@ -15,15 +24,20 @@ import queue
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .redact import is_secret_key, redact
+from .rest import SendError
+from .retry import Backoff, Deadline
+from .spool import Spool
 
 log = logging.getLogger(__name__)
 
-MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
-MAX_PARAM_CHARS = 6000
+#: MLflow's log_batch limits per request.
+MAX_METRICS, MAX_PARAMS, MAX_TAGS, MAX_ENTITIES = 1000, 100, 100, 1000
+MAX_PARAM_CHARS, MAX_TAG_CHARS = 6000, 8000
 _BAD_NAME_CHARS = re.compile(r"[^\w\-. :/]")
 
 
@@ -35,233 +49,393 @@ def sanitize_name(name: str) -> str:
     return clean or "_"
 
 
-@dataclass
-class LoggerReport:
-    metrics_sent: int = 0
-    dropped_queue_full: int = 0
-    renamed: dict[str, str] = field(default_factory=dict)
-    rejected: dict[str, str] = field(default_factory=dict)
-    lost_at_close: int = 0
-    send_failures: int = 0
+class Counts:
+    """The one owner of the logger's accounting. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.accepted = self.sent = self.pending = self.non_finite = self.send_failures = 0
+        self.rejected: dict[str, int] = {}
+        #: first few rejected names and why (for people), and renamed/truncated names.
+        self.rejected_names: dict[str, str] = {}
+        self.renamed: dict[str, str] = {}
+        self.truncated: dict[str, int] = {}
+        self.outage_seconds = 0.0
+
+    def accept(self, n: int) -> None:
+        with self._lock:
+            self.accepted += n
+
+    def reject(self, reason: str, n: int = 1, name: str | None = None, detail: str = "",
+               was_pending: bool = False) -> bool:
+        """Count ``n`` rejected points; True the first time ``name`` is rejected."""
+        with self._lock:
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
+            if was_pending:
+                self.pending -= n
+            if name is not None and name not in self.rejected_names and len(self.rejected_names) < 50:
+                self.rejected_names[name] = f"{reason}: {detail}" if detail else reason
+                return True
+            return False
+
+    def spooled(self, n: int) -> None:
+        with self._lock:
+            self.pending += n
+
+    def delivered(self, n: int) -> None:
+        with self._lock:
+            self.sent += n
+            self.pending -= n
+
+    def non_finite_seen(self) -> None:
+        with self._lock:
+            self.non_finite += 1
+
+    def failure(self) -> None:
+        with self._lock:
+            self.send_failures += 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"metrics_sent": self.metrics_sent, "dropped_queue_full": self.dropped_queue_full,
-                "renamed": dict(self.renamed), "rejected": dict(self.rejected),
-                "lost_at_close": self.lost_at_close, "send_failures": self.send_failures}
+        with self._lock:
+            return {"accepted": self.accepted, "sent": self.sent, "pending": self.pending,
+                    "rejected": dict(self.rejected), "rejected_names": dict(self.rejected_names),
+                    "renamed": dict(self.renamed), "truncated": dict(self.truncated),
+                    "non_finite": self.non_finite, "send_failures": self.send_failures,
+                    "outage_seconds": round(self.outage_seconds, 1)}
 
 
-_STOP = object()
+@dataclass
+class LoggerReport:
+    """What ``close`` knows: the counts, and whether the run's end reached the server."""
+
+    counts: dict[str, Any]
+    run_closed: bool = False
+    spool_dir: str | None = None
+    unsent: list[str] = field(default_factory=list)
+
+    @property
+    def pending(self) -> int:
+        return int(self.counts["pending"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.counts)
+
+
+_STOP = ("stop",)
+
+
+def _to_float(value: Any) -> float:
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    return float(value)
 
 
 class MetricsLogger:
-    def __init__(self, client: Any, run_id: str, max_queue: int = 10_000,
-                 clock: Callable[[], float] = time.time, retry_delay: float = 1.0) -> None:
-        self._client = client
+    """The run's background logger. ``log_*`` never block; ``close`` is bounded by its deadline."""
+
+    def __init__(self, rest: Any, run_id: str, spool: Spool, *, max_queue: int = 100_000,
+                 send_timeout: float = 10.0, linger: float = 0.2, backoff: Backoff | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._rest = rest
         self._run_id = run_id
+        self.spool = spool
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._send_timeout = send_timeout
+        self._linger = linger
+        self._backoff = backoff or Backoff(initial=0.5, factor=2.0, maximum=5.0, jitter=0.2)
         self._clock = clock
-        self._retry_delay = retry_delay
-        self._thread: threading.Thread | None = None
-        self._closing = threading.Event()
-        self._give_up = threading.Event()
-        self.report = LoggerReport()
-        self._inflight = 0
+        self.counts = Counts()
         self._params_sent: dict[str, str] = {}
+        self._pending: deque = deque()      # spooled records not yet on the server, in order
+        self._cond = threading.Condition()
+        self._wake = threading.Event()      # interrupts the sender's backoff wait
+        self._closing = False
+        self._stop_sending = False
+        self._end_seq: int | None = None
+        self._gave_up: str | None = None
+        self._writer: threading.Thread | None = None
+        self._sender: threading.Thread | None = None
+        self._outage_started: float | None = None
 
-    # --- training-thread side: never blocks ---------------------------------
-    def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
-        self._put(("m", metrics, step, int(self._clock() * 1000)))
+    # --- training-thread side: one put, never blocks ------------------------------
+    def log_metrics(self, metrics: Mapping[str, Any], step: int, prefix: str = "") -> None:
+        """Queue ``metrics`` (floats, numpy or tensor scalars) at ``step``; names get ``prefix``."""
+        self._put(("m", metrics, step, int(self._clock() * 1000), prefix))
 
-    def log_params(self, params: dict[str, Any]) -> None:
+    def log_params(self, params: Mapping[str, Any]) -> None:
         self._put(("p", params))
 
-    def set_tags(self, tags: dict[str, Any]) -> None:
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._put(("t", tags))
 
     def _put(self, item: tuple) -> None:
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            dropped = len(item[1]) if item[0] == "m" else 1
-            if self.report.dropped_queue_full == 0:
-                log.warning("MLflow logging queue is full (server slow or down); dropping new metrics "
-                            "instead of blocking training. The count is reported at the end.")
-            self.report.dropped_queue_full += dropped
+            self.counts.accept(len(item[1]))
+            if self.counts.reject("queue_full", len(item[1]), name="<queue>",
+                                  detail="the local queue to the spool was full"):
+                log.warning("the logging queue is full (the spool's disk is stuck?); dropping new "
+                            "points instead of blocking training; they are counted")
 
-    # --- lifecycle ------------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._work, name="trainer-runtime-mlflow-logger",
-                                        daemon=True)
-        self._thread.start()
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self) -> "MetricsLogger":
+        self._writer = threading.Thread(target=self._write_loop, name="trainer-runtime-spool", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name="trainer-runtime-sender", daemon=True)
+        self._writer.start()
+        self._sender.start()
+        return self
+
+    def progress(self) -> dict[str, Any]:
+        counts = self.counts.as_dict()
+        return {"points_accepted": counts["accepted"], "points_sent": counts["sent"],
+                "points_pending": counts["pending"] + self._queue.qsize()}
 
     def flush(self, timeout: float) -> bool:
-        """Wait until everything queued so far is sent (or timeout). True if drained."""
+        """Wait until everything queued so far is on the server (or timeout). True if it is."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._queue.unfinished_tasks == 0:
-                return True
+                with self._cond:
+                    if not self._pending:
+                        return True
             time.sleep(0.02)
-        return self._queue.unfinished_tasks == 0
+        return False
 
-    def close(self, timeout: float) -> LoggerReport:
-        """Send what is queued within ``timeout`` seconds, then stop. Never blocks longer:
-        what could not be sent is counted in ``lost_at_close`` and logged."""
-        if self._thread is None:
-            return self.report
-        drained = self.flush(timeout)
-        self._give_up.set()
-        lost = 0
-        while True:  # whatever is still queued will not be sent in time
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                try:
-                    self._queue.put_nowait(_STOP)
-                    break
-                except queue.Full:  # a late producer refilled it; drain again
-                    continue
-            self._queue.task_done()
-            if item[0] == "m":
-                lost += len(item[1])
-        self._thread.join(timeout=max(5.0, self._retry_delay * 2))
-        if self._thread.is_alive():  # stuck in a request to a hung server
-            lost += self._inflight
-        if not drained or lost:
-            self.report.lost_at_close += lost
-            log.error("%s metric points could not be sent within %.0fs and are lost "
-                      "(the server was slow or down)", self.report.lost_at_close, timeout)
-        self._thread = None
-        return self.report
+    def close(self, deadline: Deadline, end_status: str | None = None) -> LoggerReport:
+        """Spool what is queued, append the run's end (``end_status``: FINISHED/FAILED/KILLED),
+        and send until everything is on the server or ``deadline`` runs out. Never blocks longer;
+        what is left stays in the spool, counted as pending."""
+        if self._writer is None:
+            return LoggerReport(self.counts.as_dict(), spool_dir=self.spool.directory)
+        self._closing = True
+        try:
+            self._queue.put(("end", end_status) if end_status else _STOP, timeout=max(0.1, deadline.remaining()))
+        except queue.Full:
+            log.error("the logging queue stayed full; the run's end is not spooled")
+        self._writer.join(timeout=max(0.1, deadline.remaining()))
+        self._wake.set()
+        with self._cond:
+            self._cond.notify_all()
+            while (self._pending or self._writer.is_alive()) and deadline.remaining() > 0 \
+                    and self._gave_up is None:
+                self._cond.wait(timeout=min(0.05, deadline.remaining()))
+            unsent = len(self._pending)
+            self._stop_sending = True
+            self._cond.notify_all()
+        self._wake.set()
+        try:
+            self.spool.sync()
+        except OSError as exc:
+            log.error("could not sync the spool %s: %s", self.spool.directory, exc)
+        run_closed = self._end_seq is not None and self.spool.acked >= self._end_seq
+        counts = self.counts.as_dict()
+        if unsent or counts["pending"]:
+            log.warning("%s points not on the server when the close budget ran out; they are in the "
+                        "spool %s", counts["pending"], self.spool.directory)
+        return LoggerReport(counts, run_closed=run_closed, spool_dir=self.spool.directory)
 
-    # --- worker ----------------------------------------------------------------
-    def _work(self) -> None:
+    # --- writer: queue -> clean records -> spool -> sender ----------------------------
+    def _write_loop(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is _STOP:
-                self._queue.task_done()
-                return
-            items = [item]
-            while len(items) < 200:
+            items = [self._queue.get()]
+            while len(items) < 1000:
                 try:
-                    nxt = self._queue.get_nowait()
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                if nxt is _STOP:  # send what we have, then stop
-                    self._send_safely(items)
-                    self._queue.task_done()
-                    for _ in items:
-                        self._queue.task_done()
-                    return
-                items.append(nxt)
-            self._send_safely(items)
-            for _ in items:
-                self._queue.task_done()
-
-    def _send_safely(self, items: list[tuple]) -> None:
-        try:
-            self._send(items)
-        except Exception:  # a bug here must not kill the worker and leave close() waiting
-            self.report.lost_at_close += sum(len(item[1]) for item in items if item[0] == "m")
-            log.exception("could not send %s queued MLflow entries", len(items))
-
-    def _entities(self, items: list[tuple]) -> tuple[list, list, list]:
-        from mlflow.entities import Metric, Param, RunTag
-
-        metrics, params, tags = [], [], []
-        for item in items:
-            if item[0] == "m":
-                _, values, step, ts = item
-                for name, value in values.items():
-                    clean = self._clean_metric(name, value)
-                    if clean is not None:
-                        metrics.append(Metric(clean[0], clean[1], ts, int(step)))
-            elif item[0] == "p":
-                for name, value in item[1].items():
-                    key, text = sanitize_name(name), self._param_text(name, value)
-                    if text is not None and self._params_sent.get(key) != text:
-                        self._params_sent[key] = text
-                        params.append(Param(key, text))
-            else:
-                for name, value in item[1].items():
-                    tags.append(RunTag(sanitize_name(name), redact(str(value))[:MAX_PARAM_CHARS]))
-        return metrics, params, tags
-
-    def _param_text(self, name: str, value: Any) -> str | None:
-        if is_secret_key(str(name)):
-            self._reject_once(str(name), "looks like a secret; not logged")
-            return None
-        text = redact(str(value))
-        return text if len(text) <= MAX_PARAM_CHARS else text[:MAX_PARAM_CHARS - 1] + "…"
-
-    def _clean_metric(self, name: str, value: Any) -> tuple[str, float] | None:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            self._reject_once(str(name), f"not a number ({type(value).__name__})")
-            return None
-        if not math.isfinite(number):
-            self._reject_once(str(name), f"non-finite value {number}")
-            return None
-        clean = sanitize_name(name)
-        if clean != name and name not in self.report.renamed:
-            self.report.renamed[str(name)] = clean
-            log.warning("metric %r renamed to %r (MLflow does not accept that name)", name, clean)
-        return clean, number
-
-    def _reject_once(self, name: str, reason: str) -> None:
-        if name not in self.report.rejected:
-            self.report.rejected[name] = reason
-            log.warning("metric/param %r dropped: %s (reported once)", name, reason)
-
-    def _send(self, items: list[tuple]) -> None:
-        metrics, params, tags = self._entities(items)
-        chunks = []
-        while metrics or params or tags:
-            chunks.append((metrics[:MAX_METRICS], params[:MAX_PARAMS], tags[:MAX_TAGS]))
-            metrics, params, tags = metrics[MAX_METRICS:], params[MAX_PARAMS:], tags[MAX_TAGS:]
-        for m, p, t in chunks:
-            self._send_chunk(m, p, t)
-
-    def _send_chunk(self, metrics: list, params: list, tags: list) -> None:
-        from mlflow.exceptions import MlflowException
-
-        while True:
-            self._inflight = len(metrics)
+            last = items[-1][0] if items else None
             try:
-                self._client.log_batch(self._run_id, metrics=metrics, params=params, tags=tags,
-                                       synchronous=True)
-                self.report.metrics_sent += len(metrics)
-                self._inflight = 0
+                self._spool_items(items)
+            except Exception:  # a bug here must not kill the thread and leave close waiting
+                log.exception("could not spool %s logging entries", len(items))
+            finally:
+                for _ in items:
+                    self._queue.task_done()
+            if last in ("stop", "end"):
                 return
-            except MlflowException as exc:
-                if exc.error_code == "INVALID_PARAMETER_VALUE" and len(metrics) + len(params) + len(tags) > 1:
-                    self._send_one_by_one(metrics, params, tags)
+
+    def _spool_items(self, items: list[tuple]) -> None:
+        records: list[dict[str, Any]] = []
+        for item in items:
+            kind = item[0]
+            if kind == "m":
+                self._metric_records(item[1], item[2], item[3], item[4], records)
+            elif kind == "p":
+                self._param_records(item[1], records)
+            elif kind == "t":
+                self._tag_records(item[1], records)
+            elif kind == "end":
+                records.append({"k": "end", "status": item[1], "end_time": int(self._clock() * 1000)})
+        if not records:
+            return
+        written = self.spool.append(records)
+        points = sum(1 for r in written if r["k"] != "end")
+        self.counts.spooled(points)
+        with self._cond:
+            for record in written:
+                if record["k"] == "end":
+                    self._end_seq = record["seq"]
+            self._pending.extend(written)
+            self._cond.notify_all()
+
+    def _metric_records(self, values: Mapping[str, Any], step: Any, ts: int, prefix: str, out: list) -> None:
+        values = dict(values)
+        self.counts.accept(len(values))
+        for name, raw in values.items():
+            name = prefix + str(name)
+            try:
+                number = _to_float(raw)
+            except (TypeError, ValueError):
+                if self.counts.reject("not_a_number", name=str(name), detail=type(raw).__name__):
+                    log.warning("metric %r dropped: not a number (%s); reported once", name, type(raw).__name__)
+                continue
+            if not math.isfinite(number):
+                self.counts.non_finite_seen()
+            out.append({"k": "m", "key": self._renamed(str(name)), "value": number, "ts": ts, "step": int(step)})
+
+    def _param_records(self, params: Mapping[str, Any], out: list) -> None:
+        params = dict(params)
+        self.counts.accept(len(params))
+        for name, value in params.items():
+            name = str(name)
+            if is_secret_key(name):
+                if self.counts.reject("secret_key", name=name):
+                    log.warning("param %r not logged: its name says it is a secret", name)
+                continue
+            key, text = self._renamed(name), redact(str(value))
+            if len(text) > MAX_PARAM_CHARS:
+                self.counts.truncated[key] = len(text)
+                text = text[:MAX_PARAM_CHARS - 1] + "…"
+            if self._params_sent.get(key) == text:
+                self.counts.reject("duplicate_param", name=None)
+                continue
+            self._params_sent[key] = text
+            out.append({"k": "p", "key": key, "value": text})
+
+    def _tag_records(self, tags: Mapping[str, Any], out: list) -> None:
+        tags = dict(tags)
+        self.counts.accept(len(tags))
+        for name, value in tags.items():
+            text = redact(str(value))
+            if len(text) > MAX_TAG_CHARS:
+                self.counts.truncated[str(name)] = len(text)
+                text = text[:MAX_TAG_CHARS - 1] + "…"
+            out.append({"k": "t", "key": self._renamed(str(name)), "value": text})
+
+    def _renamed(self, name: str) -> str:
+        clean = sanitize_name(name)
+        if clean != name and name not in self.counts.renamed:
+            self.counts.renamed[name] = clean
+            log.warning("%r renamed to %r (MLflow does not accept that name)", name, clean)
+        return clean
+
+    # --- sender: spooled records -> server, in order ---------------------------------
+    def _send_loop(self) -> None:
+        delays = self._backoff.delays()
+        while True:
+            with self._cond:
+                while not self._pending and not self._stop_sending:
+                    self._cond.wait()
+                if self._stop_sending:
                     return
-                if exc.error_code == "INVALID_PARAMETER_VALUE":
-                    self._inflight = 0
-                    entity = (metrics + params + tags)[0]
-                    self._reject_once(entity.key, f"rejected by the server: {_first_line(exc)}")
+                # Coalesce: one request for many steps, lingering a bounded moment (never at close).
+                linger_until = time.monotonic() + self._linger
+                while not self._closing and not self._stop_sending and len(self._pending) < MAX_METRICS \
+                        and time.monotonic() < linger_until:
+                    self._cond.wait(timeout=linger_until - time.monotonic())
+                if self._stop_sending:
                     return
-                failure = exc
-            except Exception as exc:  # connection trouble after MLflow's own retries
-                failure = exc
-            self.report.send_failures += 1
-            if self._give_up.is_set():
-                self._inflight = 0
-                self.report.lost_at_close += len(metrics)
-                log.error("giving up on %s metric points: %s", len(metrics), _first_line(failure))
+                chunk = self._take_chunk()
+            try:
+                self._send(chunk)
+            except SendError as exc:
+                if not exc.retryable:
+                    self._give_up(exc)
+                    return
+                self._outage(exc)
+                delay = 0.2 if self._closing else next(delays)
+                self._wake.clear()
+                if not self._closing:
+                    self._wake.wait(delay)
+                elif not self._stop_sending:
+                    time.sleep(delay)
+                continue
+            except Exception:  # a bug must not stop the sender: keep the records, try again later
+                log.exception("unexpected error sending %s records; they stay in the spool", len(chunk))
+                time.sleep(1.0)
+                continue
+            if self._outage_started is not None:
+                seconds = time.monotonic() - self._outage_started
+                self.counts.outage_seconds += seconds
+                log.warning("MLflow reachable again after %.1fs; sending the spooled points", seconds)
+                self._outage_started = None
+            delays = self._backoff.delays()
+
+    def _take_chunk(self) -> list[dict[str, Any]]:
+        """The records at the head that fit one request (an ``end`` record goes alone)."""
+        chunk: list[dict[str, Any]] = []
+        n = {"m": 0, "p": 0, "t": 0}
+        limits = {"m": MAX_METRICS, "p": MAX_PARAMS, "t": MAX_TAGS}
+        for record in self._pending:
+            kind = record["k"]
+            if kind == "end":
+                if not chunk:
+                    chunk.append(record)
+                break
+            if n[kind] >= limits[kind] or len(chunk) >= MAX_ENTITIES:
+                break
+            n[kind] += 1
+            chunk.append(record)
+        return chunk
+
+    def _send(self, chunk: list[dict[str, Any]]) -> None:
+        timeout = self._send_timeout
+        if chunk[0]["k"] == "end":
+            self._rest.update_run(self._run_id, chunk[0]["status"], chunk[0]["end_time"], timeout)
+            self._done(chunk, delivered=0)
+            return
+        try:
+            self._post(chunk, timeout)
+            self._done(chunk, delivered=len(chunk))
+        except SendError as exc:
+            if not exc.rejected:
+                raise
+            if len(chunk) == 1:
+                record = chunk[0]
+                self.counts.reject("server_rejected", name=record["key"], detail=str(exc), was_pending=True)
+                log.warning("the server rejected %r: %s", record["key"], exc)
+                self._done(chunk, delivered=0)
                 return
-            log.warning("log_batch failed, retrying in %.0fs: %s", self._retry_delay, _first_line(failure))
-            self._give_up.wait(self._retry_delay)
+            for record in chunk:  # find the bad one(s); the rest must land
+                self._send([record])
 
-    def _send_one_by_one(self, metrics: list, params: list, tags: list) -> None:
-        for m in metrics:
-            self._send_chunk([m], [], [])
-        for p in params:
-            self._send_chunk([], [p], [])
-        for t in tags:
-            self._send_chunk([], [], [t])
+    def _post(self, chunk: list[dict[str, Any]], timeout: float) -> None:
+        metrics = [{"key": r["key"], "value": r["value"], "timestamp": r["ts"], "step": r["step"]}
+                   for r in chunk if r["k"] == "m"]
+        params = [{"key": r["key"], "value": r["value"]} for r in chunk if r["k"] == "p"]
+        tags = [{"key": r["key"], "value": r["value"]} for r in chunk if r["k"] == "t"]
+        self._rest.log_batch(self._run_id, metrics, params, tags, timeout)
 
+    def _done(self, chunk: list[dict[str, Any]], delivered: int) -> None:
+        with self._cond:
+            for _ in chunk:
+                self._pending.popleft()
+            self._cond.notify_all()
+        if delivered:
+            self.counts.delivered(delivered)
+        self.spool.ack(chunk[-1]["seq"])
 
-def _first_line(exc: BaseException) -> str:
-    return redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)[:300]
+    def _outage(self, exc: SendError) -> None:
+        self.counts.failure()
+        if self._outage_started is None and not self._stop_sending:
+            self._outage_started = time.monotonic()
+            log.warning("MLflow did not take %s pending points (%s); they are kept in the spool and "
+                        "sent when it answers again", self.counts.pending, exc)
+
+    def _give_up(self, exc: SendError) -> None:
+        self._gave_up = str(exc)
+        log.error("stopped sending to MLflow: %s; %s points stay in the spool %s", exc,
+                  self.counts.pending, self.spool.directory)
+        with self._cond:
+            self._cond.notify_all()

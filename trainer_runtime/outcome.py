@@ -26,6 +26,9 @@ def _traceback_tail(exc: BaseException) -> str:
 
 def error_record(exc: BaseException) -> dict[str, Any]:
     """``{type, message, hint, fault, exit_code, traceback}`` for the status file; secrets masked."""
+    if isinstance(exc, Killed):
+        return {"type": "Killed", "message": exc.message, "hint": exc.hint, "fault": exc.fault,
+                "exit_code": exc.exit_code, "traceback": _traceback_tail(exc)}
     if isinstance(exc, RuntimeFailure):
         shown = exc.__cause__ if isinstance(exc, UserCodeError) and exc.__cause__ else exc
         return {"type": type(exc).__name__, "message": redact(exc.message), "hint": redact(exc.hint),

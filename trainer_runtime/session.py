@@ -15,9 +15,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import auth, logs, outcome
+from . import auth, logs, outcome, signals
 from .config import RuntimeConfig
 from .errors import ConfigError
+from .closing import close_run
+from .heartbeat import Heartbeat
 from .redact import register_env_secrets
 from .preflight import AuthContext, Checker, check_server, mlflow_probe
 from .retry import Deadline
@@ -103,17 +105,20 @@ def open_tracking(config: RuntimeConfig, deps: Deps, tags: Mapping[str, str] | N
         log.warning("MLFLOW_RUN_ID belongs to experiment %r; logging there", experiment_name)
     log.info("preflight ok in %.2fs: server %s, experiment %r (%s), run %s", checker.deadline.elapsed(),
              version, experiment_name, experiment_id, run.info.run_id)
-    return TrackingContext(client=client, tracking_uri=config.tracking_uri, experiment_id=experiment_id,
+    return TrackingContext(client=client, config=config, experiment_id=experiment_id,
                            experiment_name=experiment_name, run_id=run.info.run_id,
                            run_name=run.info.run_name, server_version=version, auth_mode=mode,
-                           identity=identity(), queue_size=config.queue_size,
-                           flush_timeout=config.flush_timeout, log_every_n_steps=config.log_every_n_steps)
+                           identity=identity())
 
 
 def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[TrackingContext], Any], *,
                 status_dir: str | None = None, tags: Mapping[str, str] | None = None,
                 deps: Deps | None = None) -> Any:
     """Run ``train`` inside a tracked MLflow run and return its result.
+
+    The one place a run's outcome is decided (``outcome.decide``) and recorded,
+    on every wiring: success, user error, platform error, SIGTERM/SIGINT
+    (handled here, in the main thread, for the length of the run).
 
     Args:
         load_config: builds the config; a ConfigError is recorded like any failure.
@@ -123,35 +128,51 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
         tags: MLflow tags set when the run is created.
 
     Raises:
-        Whatever ended the run, unchanged, after the status and the run were closed.
+        Whatever ended the run, unchanged, after the status and the run were closed
+        (``Killed``, a ``SystemExit``, after a signal).
     """
     deps = deps or Deps()
     register_env_secrets(deps.env)
     logs.protect_existing_handlers()
     reporter: StatusReporter | None = None
     ctx: TrackingContext | None = None
-    try:
-        config = load_config()
-        destination = config.status_dir or status_dir or default_status_dir(deps.env)
-        reporter = StatusReporter(deps.open_dir(destination), config.tracking_uri)
-        reporter.stage("initializing", fatal=True)
-        log.info("status: %s", reporter.status_path)
-        ctx = open_tracking(config, deps, tags)
-        reporter.run_opened(ctx.info(), ctx.server_version)
-        log.info("MLflow run: %s", ctx.run_url)
-        reporter.stage("training")
-        result = train(ctx)
-        _close(ctx, reporter, outcome.decide(None))
-        return result
-    except BaseException as exc:
-        if reporter is None and status_dir and isinstance(exc, ConfigError):
-            reporter = _fallback_reporter(deps, status_dir)
-        decided = outcome.decide(exc)
-        log.error("run %s: %s", decided.stage, exc)
-        _close(ctx, reporter, decided)
-        raise
-    finally:
-        auth.activate(None)
+    config: RuntimeConfig | None = None
+    beat: Heartbeat | None = None
+    with signals.handled(deps.clock) as sig:
+        try:
+            try:
+                config = load_config()
+                destination = config.status_dir or status_dir or default_status_dir(deps.env)
+                reporter = StatusReporter(deps.open_dir(destination), config.tracking_uri)
+                reporter.stage("initializing", fatal=True)
+                log.info("status: %s", reporter.status_path)
+                ctx = open_tracking(config, deps, tags)
+                reporter.run_opened(ctx.info(), ctx.server_version)
+                log.info("MLflow run: %s", ctx.run_url)
+                ctx.logger  # noqa: B018 - start the spool and sender before training
+                reporter.stage("training", heartbeat_interval=config.heartbeat_interval,
+                               tracking={"state": "ok", "spool_dir": ctx.logger.spool.directory})
+                beat = Heartbeat(reporter.heartbeat, ctx.progress, config.heartbeat_interval).start()
+                result = train(ctx)
+            except BaseException as exc:
+                sig.closing()
+                if reporter is None and status_dir and isinstance(exc, ConfigError):
+                    reporter = _fallback_reporter(deps, status_dir)
+                decided = outcome.decide(exc)
+                log.error("run %s: %s", decided.stage, exc)
+                close_run(ctx, reporter, decided, _budget(config, sig, deps), beat)
+                raise
+            sig.closing()
+            close_run(ctx, reporter, outcome.decide(None), _budget(config, sig, deps), beat)
+            return result
+        finally:
+            auth.activate(None)
+
+
+def _budget(config: RuntimeConfig | None, sig: signals.SignalState, deps: Deps) -> signals.CloseBudget:
+    normal = config.flush_timeout if config else RuntimeConfig.flush_timeout
+    grace = config.sigterm_grace if config else RuntimeConfig.sigterm_grace
+    return signals.CloseBudget(normal, grace, sig, deps.clock)
 
 
 def _fallback_reporter(deps: Deps, status_dir: str) -> StatusReporter | None:
@@ -160,20 +181,3 @@ def _fallback_reporter(deps: Deps, status_dir: str) -> StatusReporter | None:
     except Exception:
         log.exception("cannot open the status destination %s", status_dir)
         return None
-
-
-def _close(ctx: TrackingContext | None, reporter: StatusReporter | None, decided: outcome.Outcome) -> None:
-    """End the MLflow run and write the terminal status. Never raises."""
-    fields: dict[str, Any] = {"exit_code": decided.exit_code}
-    if ctx is not None:
-        try:
-            report = ctx.finish(decided.mlflow_status)
-            if report is not None:
-                fields["logging"] = report.as_dict()
-        except Exception as exc:  # the run's own outcome wins; this is reported beside it
-            log.error("could not close MLflow run %s as %s: %s", ctx.run_id, decided.mlflow_status, exc)
-            fields["close_error"] = str(exc)
-        fields.update(ctx.extra_status)
-    if reporter is not None:
-        reporter.finish(decided.stage, decided.error, **fields)
-        log.info("status %s: %s", decided.stage, reporter.status_path)

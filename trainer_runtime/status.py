@@ -10,11 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
+import threading
 from typing import Any, Callable
 
 from . import __version__
 from .errors import StatusWriteError
-from .redact import redact, strip_credentials
+from .redact import redact_tree, strip_credentials
 from .storage import TextDir
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,17 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _strict(obj: Any) -> Any:
+    """NaN and infinities as strings ("NaN", "Infinity"): strict JSON readers (jq, JS) reject them bare."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 class StatusReporter:
     def __init__(self, directory: TextDir, tracking_uri: str | None = None,
                  clock: Callable[[], str] = utc_now) -> None:
@@ -41,6 +54,10 @@ class StatusReporter:
             "server_version": None, "runtime_version": __version__, "error": None,
         }
         self.write_failures: list[str] = []
+        # Heartbeats come from a background thread; a terminal write must never be overwritten
+        # by a heartbeat that started before it.
+        self._lock = threading.Lock()
+        self.terminal = False
 
     @property
     def status_path(self) -> str:
@@ -48,10 +65,23 @@ class StatusReporter:
 
     def stage(self, stage: str, *, fatal: bool = False, **fields: Any) -> None:
         """Move to ``stage`` and write the file. ``fatal``: raise StatusWriteError on failure."""
-        self.status["stage"] = stage
-        self.status["timestamps"][stage] = self._clock()
-        self.status.update(fields)
-        self._write(STATUS_FILE, self.status, fatal)
+        with self._lock:
+            self.status["stage"] = stage
+            self.status["timestamps"][stage] = self._clock()
+            self.status.update(fields)
+            self.terminal = stage in TERMINAL
+            self._write(STATUS_FILE, self.status, fatal)
+
+    def heartbeat(self, progress: dict[str, Any]) -> bool:
+        """Record training progress with ``heartbeat_at``; skipped once the run has ended.
+
+        Returns False when it was skipped."""
+        with self._lock:
+            if self.terminal:
+                return False
+            self.status["progress"] = {**progress, "heartbeat_at": self._clock()}
+            self._write(STATUS_FILE, self.status, fatal=False)
+            return True
 
     def run_opened(self, info: dict[str, str], server_version: str) -> None:
         """The run exists: write mlflow_info.json first, then the status (stage initialized)."""
@@ -68,7 +98,8 @@ class StatusReporter:
             log.exception("could not record the final status %r", stage)
 
     def _write(self, name: str, content: dict[str, Any], fatal: bool) -> None:
-        text = redact(json.dumps(content, indent=2, default=str)) + "\n"
+        # Redact values, never the serialised text: a pattern must not be able to eat a quote.
+        text = json.dumps(_strict(redact_tree(content)), indent=2, allow_nan=False) + "\n"
         try:
             where = self.directory.write_text(name, text)
             log.debug("wrote %s", where)

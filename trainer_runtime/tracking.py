@@ -5,12 +5,17 @@ Everything goes through ``MlflowClient``; no hand-written REST.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import RuntimeConfig
 from .errors import ConfigError, TrackingApiError, TrackingAuthError
-from .metrics_logger import LoggerReport, MetricsLogger
+from .metrics_logger import MetricsLogger
 from .redact import strip_credentials
+from .rest import MlflowRest
+from .spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +82,17 @@ def open_run(client: Any, experiment_id: str, run_id: str | None, run_name: str 
         raise _api_error("open the run", exc) from exc
 
 
+def default_spool_dir(run_id: str) -> str:
+    """Local disk of the task (the container's own, on Vertex); uploaded beside the status if needed."""
+    return os.path.join(tempfile.gettempdir(), "trainer-runtime", f"spool-{run_id}")
+
+
 @dataclass
 class TrackingContext:
-    """Everything known about the open run; owns its background metrics logger."""
+    """Everything known about the open run; owns its background logger and spool."""
 
     client: Any
-    tracking_uri: str
+    config: RuntimeConfig
     experiment_id: str
     experiment_name: str
     run_id: str
@@ -90,12 +100,19 @@ class TrackingContext:
     server_version: str
     auth_mode: str
     identity: str | None = None
-    queue_size: int = 10_000
-    flush_timeout: float = 60.0
-    log_every_n_steps: int = 0
     #: extra fields for the terminal status (e.g. final_metrics from the Keras callback).
     extra_status: dict[str, Any] = field(default_factory=dict)
+    #: what the training reports as progress (the Keras callback's core), for the heartbeat.
+    progress_source: Any = None
     _logger: MetricsLogger | None = field(default=None, repr=False)
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.config.tracking_uri
+
+    @property
+    def log_every_n_steps(self) -> int:
+        return self.config.log_every_n_steps
 
     @property
     def run_url(self) -> str:
@@ -109,17 +126,24 @@ class TrackingContext:
 
     @property
     def logger(self) -> MetricsLogger:
-        """The run's background logger (started on first use)."""
+        """The run's background logger (started on first use), spooling to local disk."""
         if self._logger is None:
-            self._logger = MetricsLogger(self.client, self.run_id, max_queue=self.queue_size)
+            header = {"run_id": self.run_id, "experiment_id": self.experiment_id,
+                      "experiment_name": self.experiment_name,
+                      "tracking_uri": strip_credentials(self.tracking_uri)}
+            spool = Spool(self.config.spool_dir or default_spool_dir(self.run_id), header)
+            self._logger = MetricsLogger(MlflowRest(self.tracking_uri), self.run_id, spool,
+                                         max_queue=self.config.queue_size,
+                                         send_timeout=min(self.config.send_timeout, self.config.request_timeout))
             self._logger.start()
         return self._logger
 
-    def finish(self, status: str) -> LoggerReport | None:
-        """Drain buffered metrics (bounded by flush_timeout), then mark the run ``status``."""
-        report = self._logger.close(self.flush_timeout) if self._logger else None
-        try:
-            self.client.set_terminated(self.run_id, status)
-        except Exception as exc:
-            raise _api_error(f"mark run {self.run_id} {status}", exc) from exc
-        return report
+    def progress(self) -> dict[str, Any]:
+        """Epoch, step and points pending, for the heartbeat."""
+        progress: dict[str, Any] = {}
+        core = self.progress_source
+        if core is not None:
+            progress.update(epoch=core.epochs_total, step=core.global_step)
+        if self._logger is not None:
+            progress.update(self._logger.progress())
+        return progress

@@ -37,3 +37,15 @@ def timed(fn, *args, **kwargs):
         return fn(*args, **kwargs), None, time.monotonic() - started
     except BaseException as exc:  # noqa: BLE001 - tests inspect whatever was raised
         return None, exc, time.monotonic() - started
+
+
+def new_logger(client, run_id: str, spool_dir=None, **kwargs):
+    """A started MetricsLogger for ``run_id`` on ``client.tracking_uri``, spooling to a temp dir."""
+    import tempfile
+
+    from trainer_runtime.metrics_logger import MetricsLogger
+    from trainer_runtime.rest import MlflowRest
+    from trainer_runtime.spool import Spool
+
+    spool = Spool(spool_dir or tempfile.mkdtemp(prefix="spool-"), {"run_id": run_id})
+    return MetricsLogger(MlflowRest(client.tracking_uri), run_id, spool, **kwargs).start()

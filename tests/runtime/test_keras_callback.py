@@ -10,7 +10,9 @@ import pytest
 
 from trainer_runtime import keras_hook
 from trainer_runtime.keras_callback import CallbackCore, make_callback
-from trainer_runtime.metrics_logger import MetricsLogger, sanitize_name
+from trainer_runtime.metrics_logger import sanitize_name
+from trainer_runtime.retry import Deadline
+from tests.runtime.helpers import new_logger
 
 
 @pytest.fixture
@@ -47,14 +49,13 @@ def test_per_epoch_metrics_under_each_keras(module_name, new_run):
 
     keras = importlib.import_module(module_name)
     client, run_id = new_run
-    logger = MetricsLogger(client, run_id)
-    logger.start()
+    logger = new_logger(client, run_id)
     core = CallbackCore(logger)
     with keras_hook.installed(core, [keras]):
         _fit(keras)
         _fit(keras, epochs=2)  # a second fit continues the epoch steps
-    report = logger.close(30)
-    assert report.lost_at_close == 0 and report.rejected == {}
+    report = logger.close(Deadline(30))
+    assert report.pending == 0 and report.counts["rejected"] == {}
     for name in ("loss", "val_loss", "accuracy", "val_accuracy"):
         assert _steps(client, run_id, name) == [0, 1, 2, 3, 4], name
     params = client.get_run(run_id).data.params
@@ -76,12 +77,11 @@ def test_added_once_even_if_the_user_adds_ours(new_run):
     import tf_keras
 
     client, run_id = new_run
-    logger = MetricsLogger(client, run_id)
-    logger.start()
+    logger = new_logger(client, run_id)
     core = CallbackCore(logger)
     with keras_hook.installed(core, [tf_keras]):
         _fit(tf_keras, callbacks=[make_callback(tf_keras.callbacks.Callback, core)], epochs=2)
-    logger.close(30)
+    logger.close(Deadline(30))
     values = client.get_metric_history(run_id, "loss")
     assert sorted(m.step for m in values) == [0, 1], "one value per epoch, not two"
 
@@ -103,11 +103,10 @@ def test_every_n_steps_logs_step_metrics(new_run):
     import tf_keras
 
     client, run_id = new_run
-    logger = MetricsLogger(client, run_id)
-    logger.start()
+    logger = new_logger(client, run_id)
     with keras_hook.installed(CallbackCore(logger, every_n_steps=2), [tf_keras]):
         _fit(tf_keras, epochs=2)  # 48 train rows / 16 = 3 steps per epoch -> 6 steps
-    logger.close(30)
+    logger.close(Deadline(30))
     assert _steps(client, run_id, "step/loss") == [2, 4, 6]
 
 
@@ -121,63 +120,45 @@ def test_a_slow_server_never_blocks_training(fault_proxy, clean_env):
     run_id = client.create_run(exp).info.run_id
     _fit(tf_keras, epochs=1)  # warm up TF outside the measurement
     fault_proxy.control.set(latency=5.0)
-    logger = MetricsLogger(client, run_id)
-    logger.start()
+    logger = new_logger(client, run_id)
     with keras_hook.installed(CallbackCore(logger), [tf_keras]):
         seconds = _fit(tf_keras, epochs=3)
     assert seconds < 4.0
-    report = logger.close(60)
+    report = logger.close(Deadline(60))
     fault_proxy.control.set(latency=0)
-    assert report.lost_at_close == 0
+    assert report.pending == 0 and report.counts["sent"] == report.counts["accepted"]
     assert _steps(client, run_id, "loss") == [0, 1, 2]
-
-
-def test_full_queue_drops_and_counts_instead_of_blocking(fault_proxy, clean_env):
-    from mlflow import MlflowClient
-
-    client = MlflowClient(fault_proxy.url)
-    exp = client.create_experiment(f"full-{uuid.uuid4().hex[:8]}")
-    run_id = client.create_run(exp).info.run_id
-    fault_proxy.control.set(latency=3.0)
-    logger = MetricsLogger(client, run_id, max_queue=10)
-    logger.start()
-    started = time.monotonic()
-    for step in range(200):
-        logger.log_metrics({"loss": 1.0 / (step + 1)}, step)
-    assert time.monotonic() - started < 0.5
-    fault_proxy.control.set(latency=0)
-    report = logger.close(60)
-    assert report.dropped_queue_full >= 150
-    assert report.metrics_sent + report.dropped_queue_full == 200
 
 
 def test_bad_values_and_names_never_lose_the_rest_of_the_batch(new_run):
     client, run_id = new_run
-    logger = MetricsLogger(client, run_id)
-    logger.start()
+    logger = new_logger(client, run_id)
     for step in range(3):
         logger.log_metrics({"loss": 0.5, "bad_nan": math.nan, "inf": math.inf, "text": "n/a",
                             "weird@name!": 1.0, "factorized_top_k/top_100_categorical_accuracy": 0.9}, step)
-    report = logger.close(30)
+    report = logger.close(Deadline(30))
     metrics = client.get_run(run_id).data.metrics
+    # MLflow's SQL store keeps NaN and stores +inf as the largest float
+    assert math.isnan(metrics.pop("bad_nan")) and metrics.pop("inf") >= 1.7e308, "stored as MLflow stores them"
     assert metrics == {"loss": 0.5, "weird_name_": 1.0, "factorized_top_k/top_100_categorical_accuracy": 0.9}
-    assert set(report.rejected) == {"bad_nan", "inf", "text"}
-    assert report.renamed == {"weird@name!": "weird_name_"}
+    counts = report.counts
+    assert counts["rejected"] == {"not_a_number": 3} and set(counts["rejected_names"]) == {"text"}
+    assert counts["non_finite"] == 6 and counts["renamed"] == {"weird@name!": "weird_name_"}
+    assert counts["accepted"] == 18 == counts["sent"] + counts["pending"] + sum(counts["rejected"].values())
 
 
 def test_server_rejection_is_retried_one_by_one(new_run):
     """The real server refuses to change a param; the metrics in the same batch still land."""
     client, run_id = new_run
     client.log_param(run_id, "lr", "0.1")
-    logger = MetricsLogger(client, run_id)
-    logger.start()
+    logger = new_logger(client, run_id)
     logger.log_params({"lr": "0.2", "batch": 16})
     logger.log_metrics({"loss": 0.25}, 0)
-    report = logger.close(30)
+    report = logger.close(Deadline(30))
     data = client.get_run(run_id).data
     assert data.metrics == {"loss": 0.25}
     assert data.params == {"lr": "0.1", "batch": "16"}
-    assert list(report.rejected) == ["lr"]
+    assert report.counts["rejected"] == {"server_rejected": 1} and list(report.counts["rejected_names"]) == ["lr"]
 
 
 def test_sanitize_name():
@@ -187,18 +168,23 @@ def test_sanitize_name():
 
 
 def test_close_is_bounded_when_the_server_hangs(fault_proxy, clean_env):
-    """A hung server (60 s per request) must not hold the end of the job; the loss is counted."""
+    """A hung server (60 s per request) must not hold the end of the job; nothing is lost: the
+    points and the run's end stay in the spool, in order."""
     from mlflow import MlflowClient
+
+    from trainer_runtime.spool import parse
 
     client = MlflowClient(fault_proxy.url)
     exp = client.create_experiment(f"hang-{uuid.uuid4().hex[:8]}")
     run_id = client.create_run(exp).info.run_id
     fault_proxy.control.set(latency=60.0)
-    logger = MetricsLogger(client, run_id)
-    logger.start()
+    logger = new_logger(client, run_id)
     for step in range(5):
         logger.log_metrics({"loss": 1.0, "acc": 0.5}, step)
     started = time.monotonic()
-    report = logger.close(2)
-    assert time.monotonic() - started < 10
-    assert report.lost_at_close == 10 and report.metrics_sent == 0
+    report = logger.close(Deadline(2), end_status="FINISHED")
+    assert time.monotonic() - started < 2.5
+    assert report.pending == 10 and report.counts["sent"] == 0 and not report.run_closed
+    spool_dir = logger.spool.directory
+    spooled = parse(open(f"{spool_dir}/spool.jsonl").read(), open(f"{spool_dir}/spool.acked").read())
+    assert [r["k"] for r in spooled.pending()] == ["m"] * 10 + ["end"], "everything kept, the end last"

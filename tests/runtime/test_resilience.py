@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from trainer_runtime.metrics_logger import MetricsLogger
+from tests.runtime.helpers import new_logger
+from trainer_runtime.retry import Deadline
 
 
 def _run(url):
@@ -22,8 +23,7 @@ def _run(url):
 def test_a_server_outage_mid_training_loses_nothing(fault_proxy, clean_env, fault):
     """Dropped connections or 503s for ~4 s while epochs are logged; everything lands afterwards."""
     client, run_id = _run(fault_proxy.url)
-    logger = MetricsLogger(client, run_id, retry_delay=0.5)
-    logger.start()
+    logger = new_logger(client, run_id)
     logger.log_metrics({"loss": 1.0}, 0)
     assert logger.flush(30)
     fault_proxy.control.set(**fault)
@@ -33,10 +33,13 @@ def test_a_server_outage_mid_training_loses_nothing(fault_proxy, clean_env, faul
     for step in range(1, 20):
         logger.log_metrics({"loss": 1.0 / (step + 1), "val_loss": 2.0 / (step + 1)}, step)
     put_seconds = time.monotonic() - started
-    report = logger.close(90)
+    report = logger.close(Deadline(90), end_status="FINISHED")
     healed.join()
     assert put_seconds < 0.2, "training never waits on the outage"
-    assert report.lost_at_close == 0 and report.dropped_queue_full == 0
+    counts = report.counts
+    assert report.pending == 0 and report.run_closed and counts["sent"] == counts["accepted"] == 39
+    assert counts["send_failures"] >= 1 and counts["outage_seconds"] > 0, "the outage leaves a trace"
+    assert client.get_run(run_id).info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(run_id, "loss")) == list(range(20))
     assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == list(range(1, 20))
 

@@ -43,13 +43,12 @@ def rewrite(argv: Sequence[str]) -> list[str]:
 
 def forward(argv: Sequence[str]) -> int:
     """Run TFX's executor runner in this process; its own exit (absl app.run) ends the process."""
-    from ..cli import configure_logging, install_signal_handlers
+    from ..cli import configure_logging
 
     args = rewrite(argv)
     executor = (_get(args, "--executor_class_path") or (0, "?"))[1]
     if executor == TRACKED:
         configure_logging({})
-        install_signal_handlers()  # a preempted or cancelled Trainer ends KILLED, with its status
     elif executor == LEGACY_TRAINER:
         log.warning("the Estimator-based Trainer executor (trainer_fn) is not tracked; use run_fn")
     log.info("forwarding to %s with executor %s", RUNNER, executor)

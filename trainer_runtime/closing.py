@@ -1,0 +1,103 @@
+"""The end of a run: record the outcome, then close the MLflow run inside one budget.
+
+Order matters, because a preempted task may be killed at any moment: the
+terminal status goes first (the outcome and the counts so far), then the
+logger sends what is pending and the run's end, then the status is written
+again with ``tracking.state`` ``ok``, or ``degraded`` with the spool uploaded
+beside the status and the command that replays it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from . import outcome, signals
+from .heartbeat import Heartbeat
+from .spool import ACKED_FILE
+from .status import StatusReporter
+from .storage import TextDir
+from .tracking import TrackingContext
+
+log = logging.getLogger(__name__)
+
+UPLOADED_SPOOL = "mlflow_spool.jsonl"
+UPLOADED_ACKED = "mlflow_spool.acked"
+
+#: seconds of the close budget kept back for the spool upload and the final status write.
+RESERVE = 3.0
+
+
+def close_run(ctx: TrackingContext | None, reporter: StatusReporter | None, decided: outcome.Outcome,
+           budget: signals.CloseBudget, beat: Heartbeat | None) -> None:
+    """Record the outcome first, then close the MLflow run within ``budget``. Never raises.
+
+    The terminal status is written at once with what is known (the outcome, the
+    counts so far); then the logger sends what is pending and the run's end; then
+    the status is written again, ``tracking.state`` ``ok``, or ``degraded`` with
+    the spool uploaded beside the status and the command that replays it.
+    """
+    if beat is not None:
+        beat.stop()
+    fields: dict[str, Any] = {"exit_code": decided.exit_code}
+    if ctx is not None:
+        fields.update(ctx.extra_status)
+        fields["logging"] = ctx.logger.counts.as_dict()
+        fields["tracking"] = {"state": "closing", "spool_dir": ctx.logger.spool.directory}
+    if reporter is not None:
+        reporter.finish(decided.stage, decided.error, **fields)
+    if ctx is None:
+        if reporter is not None:
+            log.info("status %s: %s", decided.stage, reporter.status_path)
+        return
+    reserve = min(RESERVE, budget.remaining() * 0.2)
+    try:
+        report = ctx.logger.close(budget.reserve(reserve), end_status=decided.mlflow_status)
+        fields["logging"] = report.as_dict()
+        fields["tracking"] = _tracking_state(ctx, reporter, report)
+    except Exception as exc:  # the run's own outcome wins; this is reported beside it
+        log.exception("could not close MLflow run %s as %s", ctx.run_id, decided.mlflow_status)
+        fields["logging"] = ctx.logger.counts.as_dict()
+        fields["tracking"] = {"state": "degraded", "error": str(exc), "spool_dir": ctx.logger.spool.directory}
+    fields.update(ctx.extra_status)
+    if reporter is not None:
+        reporter.finish(decided.stage, decided.error, **fields)
+    tracking = fields["tracking"]
+    if tracking["state"] == "ok":
+        log.info("run %s %s in %.2fs (%s points sent); status %s: %s", ctx.run_id, decided.mlflow_status,
+                 budget.elapsed(), fields["logging"]["sent"], decided.stage,
+                 reporter.status_path if reporter else "-")
+    else:
+        log.error("tracking degraded: %s points and the run's end (%s) not on the server; spool: %s; "
+                  "replay with: %s", tracking.get("pending"), decided.mlflow_status,
+                  tracking.get("spool_uri"), tracking.get("replay_command"))
+
+
+def _tracking_state(ctx: TrackingContext, reporter: StatusReporter | None, report: Any) -> dict[str, Any]:
+    if report.run_closed and report.pending == 0:
+        return {"state": "ok"}
+    spool = ctx.logger.spool
+    state: dict[str, Any] = {"state": "degraded", "pending": report.pending, "run_closed": report.run_closed,
+                             "spool_dir": spool.directory, "spool_uri": spool.path}
+    if reporter is not None:
+        try:
+            state["spool_uri"] = upload_spool(spool, reporter.directory)
+            target = reporter.directory.describe()
+        except Exception as exc:  # the local spool is still there; say so
+            log.error("could not upload the spool beside the status: %s", exc)
+            target = spool.directory
+    else:
+        target = spool.directory
+    state["replay_command"] = f"trainer-runtime replay {target}"
+    return state
+
+
+def upload_spool(spool: Any, directory: TextDir) -> str:
+    """Copy the spool's two files beside the status (``mlflow_spool.jsonl``/``.acked``)."""
+    spool.sync()
+    with open(os.path.join(spool.directory, ACKED_FILE), encoding="utf-8") as fh:
+        acked = fh.read()
+    with open(spool.path, encoding="utf-8") as fh:
+        uri = directory.write_text(UPLOADED_SPOOL, fh.read())
+    directory.write_text(UPLOADED_ACKED, acked)
+    return uri

@@ -1,0 +1,148 @@
+"""The run's durable spool: every accepted point, param and tag, on local disk before it is sent.
+
+A spool is a directory holding two append-only files:
+
+``spool.jsonl``
+    a header line (run id, tracking URI, experiment), then one record per line
+    in the order the runtime accepted them: ``{"seq": n, "k": "m", "key", "value",
+    "ts", "step"}`` for a metric point, ``"k": "p"``/``"t"`` with ``key``/``value``
+    for a param/tag, and ``"k": "end"`` with ``status``/``end_time`` for the run's
+    terminal status.
+``spool.acked``
+    one number per line, the last one wins: every record up to that ``seq`` is
+    on the server (the sender acknowledges in order).
+
+Each batch is written and flushed to the OS at once, so a killed process loses
+nothing it had written; ``fsync`` runs at most every ``sync_interval`` seconds
+(what a lost machine may lose). ``replay`` sends what is after ``acked``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+SPOOL_FILE = "spool.jsonl"
+ACKED_FILE = "spool.acked"
+FORMAT = 1
+
+
+class Spool:
+    """Appends records and acknowledgements; thread-safe (one writer, one sender)."""
+
+    def __init__(self, directory: str, header: dict[str, Any], *, sync_interval: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.directory = os.path.abspath(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._sync_interval = sync_interval
+        self._last_sync = clock()
+        path = os.path.join(self.directory, SPOOL_FILE)
+        existing = parse(_read(path), _read(os.path.join(self.directory, ACKED_FILE)))
+        self._records = open(path, "a", encoding="utf-8")
+        self._acked = open(os.path.join(self.directory, ACKED_FILE), "a", encoding="utf-8")
+        if existing.header is None:
+            self._records.write(json.dumps({"spool": FORMAT, **header}) + "\n")
+            self._records.flush()
+        self.seq = existing.records[-1]["seq"] if existing.records else 0
+        self.acked = existing.acked
+        self._dirty = False
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.directory, SPOOL_FILE)
+
+    def append(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Give each record the next ``seq`` and write them; returns them with their seq."""
+        written = []
+        with self._lock:
+            lines = []
+            for record in records:
+                self.seq += 1
+                record = {"seq": self.seq, **record}
+                written.append(record)
+                lines.append(json.dumps(record, separators=(",", ":")))
+            if lines:
+                self._records.write("\n".join(lines) + "\n")
+                self._records.flush()
+                self._dirty = True
+            self._maybe_sync()
+        return written
+
+    def ack(self, seq: int) -> None:
+        """Everything up to ``seq`` is on the server."""
+        with self._lock:
+            if seq <= self.acked:
+                return
+            self.acked = seq
+            self._acked.write(f"{seq}\n")
+            self._acked.flush()
+            self._dirty = True
+            self._maybe_sync()
+
+    def sync(self) -> None:
+        with self._lock:
+            self._sync()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._records.closed:
+                return
+            self._sync()
+            self._records.close()
+            self._acked.close()
+
+    def _maybe_sync(self) -> None:
+        if self._dirty and self._clock() - self._last_sync >= self._sync_interval:
+            self._sync()
+
+    def _sync(self) -> None:
+        if self._records.closed or not self._dirty:
+            return
+        os.fsync(self._records.fileno())
+        os.fsync(self._acked.fileno())
+        self._dirty = False
+        self._last_sync = self._clock()
+
+
+@dataclass
+class SpoolContent:
+    header: dict[str, Any] | None
+    records: list[dict[str, Any]]
+    acked: int
+
+    def pending(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["seq"] > self.acked]
+
+
+def parse(spool_text: str, acked_text: str = "") -> SpoolContent:
+    """Read a spool's two files. A torn last line (the process died mid-write) is ignored."""
+    header, records = None, []
+    for line in spool_text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if "spool" in entry and "seq" not in entry:
+            header = entry
+        elif "seq" in entry:
+            records.append(entry)
+    acked = 0
+    for line in acked_text.split():
+        try:
+            acked = max(acked, int(line))
+        except ValueError:
+            continue
+    return SpoolContent(header, records, acked)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return ""
