@@ -1,4 +1,4 @@
-"""The `trainer-runtime` command: `doctor`, `run TARGET`, `--version`.
+"""The `trainer-runtime` command: `doctor`, `run TARGET`, `status DIR`, `--version`.
 
 Parses arguments, sets up logging and signals, and hands over to one
 orchestrator (session.run_tracked); the exit code comes from outcome.decide.
@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser("doctor", help="run every preflight check without training")
     _add_config_flags(doctor)
+    status = sub.add_parser("status", help="print a run's status files for a person; say when it is stale",
+                            description="exit codes: 0 completed, 1 failed or killed, 3 stale (no heartbeat "
+                                        "for 2 x its interval), 4 no status found, 5 still running or "
+                                        "cannot tell")
+    status.add_argument("target", help="the status dir (local or gs://bucket/prefix), or a TFX model_run dir")
     run = sub.add_parser("run", help="run a function (pkg.mod:fn) as a tracked training job")
     run.add_argument("target", help="pkg.module:function, pkg.module.function or file.py:function")
     run.add_argument("args", nargs=argparse.REMAINDER,
@@ -84,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .redact import register_env_secrets
 
     register_env_secrets(os.environ)
+    if args.command == "status":
+        from .status_view import show_status
+
+        return show_status(args.target, sys.stdout)
     if args.command == "doctor":
         from .doctor import run_doctor
 
