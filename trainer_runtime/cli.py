@@ -1,21 +1,19 @@
-"""The `trainer-runtime` command: `doctor`, `run TARGET`, `status DIR`, `--version`.
+"""The `trainer-runtime` command: `doctor`, `run TARGET`, `status DIR`, `replay DIR`, `--version`.
 
-Parses arguments, sets up logging and signals, and hands over to one
-orchestrator (session.run_tracked); the exit code comes from outcome.decide.
+Parses arguments, sets up logging, and hands over to one
+orchestrator (session.run_tracked, which handles signals); the exit code comes from outcome.decide.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import signal
 import sys
 import warnings
 from typing import Sequence
 
 from . import __version__
 from .config import FIELDS, load_config
-from .errors import Killed
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
                                         "for 2 x its interval), 4 no status found, 5 still running or "
                                         "cannot tell")
     status.add_argument("target", help="the status dir (local or gs://bucket/prefix), or a TFX model_run dir")
+    replay = sub.add_parser("replay", help="send what a degraded run left in its spool, and close the run",
+                            description="exit codes: 0 everything (and the run's end) is on the server, "
+                                        "1 still pending (server unreachable), 4 no spool found")
+    replay.add_argument("target", help="the status dir (local or gs://bucket/prefix) with mlflow_spool.jsonl, "
+                                       "or a local spool dir")
+    replay.add_argument("--timeout", type=float, default=300.0, help="seconds to keep trying (default 300)")
     run = sub.add_parser("run", help="run a function (pkg.mod:fn) as a tracked training job")
     run.add_argument("target", help="pkg.module:function, pkg.module.function or file.py:function")
     run.add_argument("args", nargs=argparse.REMAINDER,
@@ -49,14 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _flags(ns: argparse.Namespace) -> dict:
     return {f.name: getattr(ns, f.name, None) for f in FIELDS}
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM (preemption, cancel) and SIGINT become Killed in the main thread."""
-    def handler(signum, frame):
-        raise Killed(signum)
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
 
 
 def configure_logging(flags: dict) -> None:
@@ -89,6 +85,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .redact import register_env_secrets
 
     register_env_secrets(os.environ)
+    if args.command == "replay":
+        from .errors import RuntimeFailure
+        from .replay import replay
+
+        try:
+            return replay(args.target, os.environ, sys.stdout, timeout=args.timeout)
+        except FileNotFoundError as exc:
+            print(f"replay: {exc}", file=sys.stderr)
+            return 4
+        except RuntimeFailure as exc:
+            print(f"replay: {exc}", file=sys.stderr)
+            return exc.exit_code
     if args.command == "status":
         from .status_view import show_status
 
@@ -99,7 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_doctor(lambda: doctor_config(load_config(os.environ, None, flags)), sys.stdout)
     from .standalone import run_standalone
 
-    install_signal_handlers()
     return run_standalone(args.target, args.args, flags)
 
 

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 UPLOADED_SPOOL = "mlflow_spool.jsonl"
 UPLOADED_ACKED = "mlflow_spool.acked"
+#: seconds the first terminal write may retry: the close still has work to do after it.
+FIRST_WRITE = 5.0
 
 #: seconds of the close budget kept back for the spool upload and the final status write.
 RESERVE = 3.0
@@ -45,7 +47,7 @@ def close_run(ctx: TrackingContext | None, reporter: StatusReporter | None, deci
         fields["logging"] = ctx.logger.counts.as_dict()
         fields["tracking"] = {"state": "closing", "spool_dir": ctx.logger.spool.directory}
     if reporter is not None:
-        reporter.finish(decided.stage, decided.error, **fields)
+        reporter.finish(decided.stage, decided.error, deadline=min(FIRST_WRITE, budget.remaining()), **fields)
     if ctx is None:
         if reporter is not None:
             log.info("status %s: %s", decided.stage, reporter.status_path)
@@ -54,14 +56,14 @@ def close_run(ctx: TrackingContext | None, reporter: StatusReporter | None, deci
     try:
         report = ctx.logger.close(budget.reserve(reserve), end_status=decided.mlflow_status)
         fields["logging"] = report.as_dict()
-        fields["tracking"] = _tracking_state(ctx, reporter, report)
+        fields["tracking"] = _tracking_state(ctx, reporter, report, budget)
     except Exception as exc:  # the run's own outcome wins; this is reported beside it
         log.exception("could not close MLflow run %s as %s", ctx.run_id, decided.mlflow_status)
         fields["logging"] = ctx.logger.counts.as_dict()
         fields["tracking"] = {"state": "degraded", "error": str(exc), "spool_dir": ctx.logger.spool.directory}
     fields.update(ctx.extra_status)
     if reporter is not None:
-        reporter.finish(decided.stage, decided.error, **fields)
+        reporter.finish(decided.stage, decided.error, deadline=max(1.0, budget.remaining()), **fields)
     tracking = fields["tracking"]
     if tracking["state"] == "ok":
         log.info("run %s %s in %.2fs (%s points sent); status %s: %s", ctx.run_id, decided.mlflow_status,
@@ -73,7 +75,8 @@ def close_run(ctx: TrackingContext | None, reporter: StatusReporter | None, deci
                   tracking.get("spool_uri"), tracking.get("replay_command"))
 
 
-def _tracking_state(ctx: TrackingContext, reporter: StatusReporter | None, report: Any) -> dict[str, Any]:
+def _tracking_state(ctx: TrackingContext, reporter: StatusReporter | None, report: Any,
+                    budget: signals.CloseBudget) -> dict[str, Any]:
     if report.run_closed and report.pending == 0:
         return {"state": "ok"}
     spool = ctx.logger.spool
@@ -81,7 +84,7 @@ def _tracking_state(ctx: TrackingContext, reporter: StatusReporter | None, repor
                              "spool_dir": spool.directory, "spool_uri": spool.path}
     if reporter is not None:
         try:
-            state["spool_uri"] = upload_spool(spool, reporter.directory)
+            state["spool_uri"] = upload_spool(spool, reporter.directory, deadline=budget.remaining() / 2)
             target = reporter.directory.describe()
         except Exception as exc:  # the local spool is still there; say so
             log.error("could not upload the spool beside the status: %s", exc)
@@ -92,12 +95,9 @@ def _tracking_state(ctx: TrackingContext, reporter: StatusReporter | None, repor
     return state
 
 
-def upload_spool(spool: Any, directory: TextDir) -> str:
+def upload_spool(spool: Any, directory: TextDir, deadline: float | None = None) -> str:
     """Copy the spool's two files beside the status (``mlflow_spool.jsonl``/``.acked``)."""
     spool.sync()
-    with open(os.path.join(spool.directory, ACKED_FILE), encoding="utf-8") as fh:
-        acked = fh.read()
-    with open(spool.path, encoding="utf-8") as fh:
-        uri = directory.write_text(UPLOADED_SPOOL, fh.read())
-    directory.write_text(UPLOADED_ACKED, acked)
+    uri = directory.write_file(UPLOADED_SPOOL, spool.path, deadline=deadline)
+    directory.write_file(UPLOADED_ACKED, os.path.join(spool.directory, ACKED_FILE), deadline=deadline)
     return uri

@@ -156,6 +156,12 @@ class MetricsLogger:
         self._writer: threading.Thread | None = None
         self._sender: threading.Thread | None = None
         self._outage_started: float | None = None
+        if spool.resumed:  # a reopened spool: what it holds is sent first, in order
+            points = sum(1 for r in spool.resumed if r["k"] != "end")
+            self.counts.accept(points)
+            self.counts.spooled(points)
+            self._pending.extend(spool.resumed)
+            self._end_seq = next((r["seq"] for r in spool.resumed if r["k"] == "end"), None)
 
     # --- training-thread side: one put, never blocks ------------------------------
     def log_metrics(self, metrics: Mapping[str, Any], step: int, prefix: str = "") -> None:

@@ -50,6 +50,9 @@ class Spool:
             self._records.flush()
         self.seq = existing.records[-1]["seq"] if existing.records else 0
         self.acked = existing.acked
+        #: records a previous process spooled and never got acknowledged (a reopened spool).
+        self.resumed = existing.pending()
+        self.header = existing.header or {"spool": FORMAT, **header}
         self._dirty = False
 
     @property

@@ -25,6 +25,8 @@ SCHEMA_VERSION = 1
 STATUS_FILE = "mlflow_status.json"
 INFO_FILE = "mlflow_info.json"
 TERMINAL = ("completed", "failed", "killed")
+#: a heartbeat write gives up quickly: the next one comes soon, and a close may be waiting for it.
+HEARTBEAT_WRITE_SECONDS = 5.0
 
 
 def utc_now() -> str:
@@ -63,14 +65,14 @@ class StatusReporter:
     def status_path(self) -> str:
         return f"{self.directory.describe()}/{STATUS_FILE}"
 
-    def stage(self, stage: str, *, fatal: bool = False, **fields: Any) -> None:
+    def stage(self, stage: str, *, fatal: bool = False, deadline: float | None = None, **fields: Any) -> None:
         """Move to ``stage`` and write the file. ``fatal``: raise StatusWriteError on failure."""
         with self._lock:
             self.status["stage"] = stage
             self.status["timestamps"][stage] = self._clock()
             self.status.update(fields)
             self.terminal = stage in TERMINAL
-            self._write(STATUS_FILE, self.status, fatal)
+            self._write(STATUS_FILE, self.status, fatal, deadline)
 
     def heartbeat(self, progress: dict[str, Any]) -> bool:
         """Record training progress with ``heartbeat_at``; skipped once the run has ended.
@@ -80,7 +82,7 @@ class StatusReporter:
             if self.terminal:
                 return False
             self.status["progress"] = {**progress, "heartbeat_at": self._clock()}
-            self._write(STATUS_FILE, self.status, fatal=False)
+            self._write(STATUS_FILE, self.status, fatal=False, deadline=HEARTBEAT_WRITE_SECONDS)
             return True
 
     def run_opened(self, info: dict[str, str], server_version: str) -> None:
@@ -90,18 +92,20 @@ class StatusReporter:
                    experiment_name=info["experiment_name"], run_url=info["run_url"],
                    tracking_uri=info["tracking_uri"], server_version=server_version)
 
-    def finish(self, stage: str, error: dict[str, Any] | None = None, **fields: Any) -> None:
-        """The terminal write. Never raises: the run's own outcome matters more."""
+    def finish(self, stage: str, error: dict[str, Any] | None = None, *, deadline: float | None = None,
+               **fields: Any) -> None:
+        """The terminal write, retried for at most ``deadline`` seconds. Never raises: the run's
+        own outcome matters more."""
         try:
-            self.stage(stage, error=error, **fields)
+            self.stage(stage, error=error, deadline=deadline, **fields)
         except Exception:  # a bug here must not hide the run's error either
             log.exception("could not record the final status %r", stage)
 
-    def _write(self, name: str, content: dict[str, Any], fatal: bool) -> None:
+    def _write(self, name: str, content: dict[str, Any], fatal: bool, deadline: float | None = None) -> None:
         # Redact values, never the serialised text: a pattern must not be able to eat a quote.
         text = json.dumps(_strict(redact_tree(content)), indent=2, allow_nan=False) + "\n"
         try:
-            where = self.directory.write_text(name, text)
+            where = self.directory.write_text(name, text, deadline=deadline)
             log.debug("wrote %s", where)
         except StatusWriteError as exc:
             self.write_failures.append(str(exc))

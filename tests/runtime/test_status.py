@@ -84,7 +84,7 @@ def test_a_failing_status_write_never_hides_the_original_error(tmp_path):
             super().__init__(path)
             self.writes = 0
 
-        def write_text(self, name, text):
+        def write_text(self, name, text, deadline=None):
             self.writes += 1
             if self.writes > 1:
                 raise StatusWriteError("disk went away", hint="-")
