@@ -120,6 +120,9 @@ FIELDS: tuple[Field, ...] = (
           "`trainer_runtime.tfx.run_fn.run_fn`.", "my_pkg.model.run_fn"),
     Field("image_version", envvars.IMAGE_VERSION, _str, None,
           "Set by the image build; recorded as a tag.", "1.16.0-tr0.1.0"),
+    Field("compiled_with", envvars.COMPILED_WITH, _str, None,
+          "The trainer_runtime version the pipeline was compiled with; `trainer_runtime.tfx.runtime_config()` "
+          "sets it. A different version in the image logs a warning.", "0.1.0"),
 )
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
 FIELD_BY_ENV = {f.env: f for f in FIELDS}
@@ -151,6 +154,7 @@ class RuntimeConfig:
     spool_dir: str | None = None
     run_fn: str | None = None
     image_version: str | None = None
+    compiled_with: str | None = None
     #: "token" or "basic" when MLflow's own credentials are in the environment.
     mlflow_credentials: str | None = None
     #: field name -> where its value came from ("flag --x", "custom_config", "env X", "default").

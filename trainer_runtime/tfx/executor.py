@@ -24,6 +24,7 @@ from ..config import load_config
 from ..errors import UserCodeError, UserCodeLoadError
 from ..user_code import functions_in, import_error
 from . import context
+from .compat import warn_if_compiled_with_other_version
 from .tracked import train_tracked
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class TrackedExecutor(GenericExecutor):
 
         def load():
             config = load_config(context.env(), fn_args.custom_config)
+            warn_if_compiled_with_other_version(config)
             return config.with_defaults(experiment_name=context.pipeline_name(ctx))
 
         def check_model() -> None:
