@@ -62,6 +62,7 @@ def close_run(ctx: TrackingContext | None, reporter: StatusReporter | None, deci
         fields["logging"] = ctx.logger.counts.as_dict()
         fields["tracking"] = {"state": "degraded", "error": str(exc), "spool_dir": ctx.logger.spool.directory}
     fields.update(ctx.extra_status)
+    fields["tracking"]["close_seconds"] = round(budget.elapsed(), 3)
     if reporter is not None:
         reporter.finish(decided.stage, decided.error, deadline=max(1.0, budget.remaining()), **fields)
     tracking = fields["tracking"]

@@ -97,15 +97,17 @@ FIELDS: tuple[Field, ...] = (
     Field("log_format", envvars.LOG_FORMAT, _choice(*LOG_FORMATS), "auto",
           "`json` (Cloud Logging), `text`, or `auto`: json when running on GCP.", "json"),
     Field("queue_size", envvars.QUEUE_SIZE, _number(int, 10), 10_000,
-          "Metric points buffered for the background logger before new ones are dropped (and counted).",
+          "Entries (one per epoch or logged step) queued in memory for the spool writer; only a stuck "
+          "local disk fills it, and then new entries are dropped and counted (`rejected.queue_full`).",
           "10000"),
     Field("flush_timeout", envvars.FLUSH_TIMEOUT, _number(float, 0), 60.0,
           "The close budget of a run that ended on its own: seconds for the pending points, closing the "
           "MLflow run and the final status together. What is not sent by then stays in the spool, "
           "uploaded beside the status for `trainer-runtime replay`.", "60"),
     Field("sigterm_grace", envvars.SIGTERM_GRACE, _number(float, 1), 25.0,
-          "The close budget after SIGTERM/SIGINT, counted from the signal (Vertex kills a task ~30 s "
-          "after SIGTERM).", "25"),
+          "Seconds from SIGTERM/SIGINT to the process exit (Vertex kills a task ~30 s after "
+          "SIGTERM). The close gets all but a third of it (at most 8 s), kept for the process to exit.",
+          "25"),
     Field("send_timeout", envvars.SEND_TIMEOUT, _number(float, 0.1), 10.0,
           "Seconds one logging request may take (tried once; the runtime's own backoff retries it, "
           "never MLflow's hidden urllib3 retries).", "10"),

@@ -146,6 +146,7 @@ class MetricsLogger:
         self._clock = clock
         self.counts = Counts()
         self._params_sent: dict[str, str] = {}
+        self._names: dict[str, str] = {}   # name -> the name MLflow accepts (a cache: every step repeats them)
         self._pending: deque = deque()      # spooled records not yet on the server, in order
         self._cond = threading.Condition()
         self._wake = threading.Event()      # interrupts the sender's backoff wait
@@ -330,7 +331,10 @@ class MetricsLogger:
             out.append({"k": "t", "key": self._renamed(str(name)), "value": text})
 
     def _renamed(self, name: str) -> str:
-        clean = sanitize_name(name)
+        clean = self._names.get(name)
+        if clean is not None:
+            return clean
+        clean = self._names[name] = sanitize_name(name)
         if clean != name and name not in self.counts.renamed:
             self.counts.renamed[name] = clean
             log.warning("%r renamed to %r (MLflow does not accept that name)", name, clean)

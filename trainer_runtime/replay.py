@@ -80,7 +80,8 @@ def replay(target: str, env: Mapping[str, str], out: TextIO, timeout: float = 30
                           hint="point replay at the status dir or the spool dir the status names")
     run_id = content.header["run_id"]
     pending = content.pending()
-    if not pending:
+    closed = any(r["k"] == "end" for r in content.records)
+    if not pending and closed:
         print(f"nothing to replay: every record of run {run_id} is on the server "
               f"(acknowledged through #{content.acked})", file=out)
         return 0
@@ -94,7 +95,7 @@ def replay(target: str, env: Mapping[str, str], out: TextIO, timeout: float = 30
             with open(os.path.join(work, ACKED_FILE), "w", encoding="utf-8") as fh:
                 fh.write(f"{content.acked}\n")
             spool = Spool(work, content.header)
-            end = None if any(r["k"] == "end" for r in pending) else _end_status(found.status)
+            end = None if closed else _end_status(found.status)
             logger = MetricsLogger(MlflowRest(config.tracking_uri), run_id, spool,
                                    send_timeout=config.send_timeout).start()
             report = logger.close(Deadline(timeout), end_status=end)

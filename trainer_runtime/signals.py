@@ -69,9 +69,16 @@ def handled(clock: Callable[[], float] = time.monotonic) -> Iterator[SignalState
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
+def exit_margin(grace: float) -> float:
+    """Seconds of the grace kept for the process itself to exit after the close (TF, Beam and the
+    interpreter tear down in a few seconds, more on a loaded machine): a third, at most 8 s."""
+    return min(8.0, grace / 3)
+
+
 class CloseBudget:
-    """The one deadline of a run's close: ``normal`` seconds from now, cut to ``grace`` seconds
-    after a preemption signal (received before or during the close)."""
+    """The one deadline of a run's close: ``normal`` seconds from now, cut after a preemption
+    signal (received before or during the close) so the process exits within ``grace`` seconds
+    of it."""
 
     def __init__(self, normal: float, grace: float, signals: SignalState,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -84,7 +91,7 @@ class CloseBudget:
     def remaining(self) -> float:
         end = self._end
         if self._signals.received_at is not None:
-            end = min(end, self._signals.received_at + self._grace)
+            end = min(end, self._signals.received_at + self._grace - exit_margin(self._grace))
         return max(0.0, end - self._clock())
 
     def elapsed(self) -> float:
