@@ -188,3 +188,15 @@ def test_close_is_bounded_when_the_server_hangs(fault_proxy, clean_env):
     spool_dir = logger.spool.directory
     spooled = parse(open(f"{spool_dir}/spool.jsonl").read(), open(f"{spool_dir}/spool.acked").read())
     assert [r["k"] for r in spooled.pending()] == ["m"] * 10 + ["end"], "everything kept, the end last"
+
+
+def test_a_7000_character_param_is_cut_to_mlflows_limit_and_counted(new_run):
+    client, run_id = new_run
+    logger = new_logger(client, run_id)
+    logger.log_params({"vocabulary": "x" * 7000, "max_tokens": 512, "tokenizer": "wordpiece"})
+    report = logger.close(Deadline(30), end_status="FINISHED")
+    params = client.get_run(run_id).data.params
+    assert len(params["vocabulary"]) == 6000 and params["vocabulary"].endswith("…")
+    assert params["max_tokens"] == "512" and params["tokenizer"] == "wordpiece", "not mistaken for secrets"
+    counts = report.counts
+    assert counts["truncated"] == {"vocabulary": 7000} and counts["sent"] == counts["accepted"] == 3
