@@ -42,14 +42,14 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 PYTEST_ARGS ?=
 
-.PHONY: help env lock test demo docs clean-cache bench
+.PHONY: help env lock test demo docs clean-cache bench bench-docs
 
 help:
 	@echo "make demo   run a real TFX pipeline through the runtime, tracked in MLflow"
 	@echo "make test   set up everything and run the whole test suite"
 	@echo "make lock   re-resolve requirements*.lock (TFX_VERSION=$(TFX_VERSION))"
 	@echo "make docs   regenerate the generated tables (config, exit codes) in the docs"
-	@echo "make bench  run the benchmarks in bench/"
+	@echo "make bench  run the benchmarks in bench/ (QUICK=1: a few minutes) and regenerate docs/performance.md"
 
 $(UV):
 	@echo "==> bootstrapping uv $(UV_VERSION) into $(UV_DIR)"
@@ -102,8 +102,12 @@ demo: env
 docs: env
 	$(PY) -m trainer_runtime.config_docs .
 
+# QUICK=1: tiny fits, 2 sets, short outages (minutes); BENCH_ARGS: more flags (python -m bench --help).
 bench: env
-	cd $(CURDIR) && $(PY) -m bench
+	cd $(CURDIR) && $(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+bench-docs: env
+	cd $(CURDIR) && $(PY) -m bench.report
 
 clean-cache:
 	rm -rf $(CACHE_DIR)/venvs

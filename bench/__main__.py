@@ -1,148 +1,138 @@
-"""`make bench`: the callback's cost on a TFRS fit, and the preflight against a warm server.
+"""`make bench` (`python -m bench [--quick]`): this runtime beside MLflow's own callback and the baselines.
 
-All variants run in one process against one live MLflow server, interleaved and
-repeated; results are ratios to the no-callback fit measured in the same run,
-because the machines are noisy. Prints a table and writes bench/results.json.
+Writes bench/results/<date>[-quick].json (raw figures, machine facts, load
+average), prints a one-screen summary and regenerates docs/performance.md and
+its plot from that file (`python -m bench.report` does only the last step).
 """
 from __future__ import annotations
 
+import argparse
 import json
-import statistics
+import random
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
-ROWS, BATCH, EPOCHS, REPEATS = 15040, 64, 3, 5   # 235 steps per epoch, like the field report
+from . import image, machine, report, summary
+from .configs import CONFIGS
+from .spawn import REPO
+from .workload import FULL, QUICK
+
+SECTIONS = ("image", "startup", "overhead", "outage")
+RESULTS = REPO / "bench" / "results"
 
 
-def dataset():
-    import random
-
-    import tensorflow as tf
-
-    from examples.retrieval.model import N_ITEMS, N_USERS
-
-    rng = random.Random(7)
-    users = [rng.randrange(N_USERS) for _ in range(ROWS)]
-    rows = {"user_id": [f"u{u}" for u in users],
-            "item_id": [f"i{(2 * u + int(rng.gauss(0, 2))) % N_ITEMS}" for u in users]}
-    return tf.data.Dataset.from_tensor_slices(rows).batch(BATCH).cache()
-
-
-class SyncPerMetric:
-    """The naive field baseline: one synchronous POST per metric per step, on the training thread."""
-
-    def __init__(self, base, client, run_id):
-        class Callback(base):
-            def on_train_batch_end(self, batch, logs=None):
-                for key, value in (logs or {}).items():
-                    client.log_metric(run_id, key.replace("/", "_"), float(value), step=batch)
-        self.callback = Callback()
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny fits, 2 sets, short outages (a few minutes): for development")
+    parser.add_argument("--sets", type=int, help="overhead sets (default 5, quick 2)")
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections")
+    parser.add_argument("--runtime-ref", help="bench trainer_runtime as committed at this git ref "
+                                              "instead of the working tree")
+    parser.add_argument("--seed", type=int, help="seed of the random configuration orders")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results directory (default bench/results)")
+    parser.add_argument("--no-docs", action="store_true", help="do not regenerate docs/performance.md")
+    return parser.parse_args(argv)
 
 
-def fit_once(variant: str, client, data, epochs: int = EPOCHS) -> dict:
-    import tf_keras
-    import tensorflow as tf
-
-    from examples.retrieval.model import build_model
-    from trainer_runtime import keras_hook
-    from trainer_runtime.keras_callback import CallbackCore
-    from trainer_runtime.metrics_logger import MetricsLogger
-
-    exp = client.get_experiment_by_name("bench") or client.get_experiment(client.create_experiment("bench"))
-    run_id = client.create_run(exp.experiment_id, run_name=variant).info.run_id
-    model = build_model()
-    model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
-    callbacks, logger, core = [], None, None
-    if variant.startswith("ours"):
-        logger = MetricsLogger(client, run_id)
-        logger.start()
-        core = CallbackCore(logger, every_n_steps=1 if variant == "ours-every-step" else 0)
-    if variant == "sync-per-metric":
-        callbacks = [SyncPerMetric(tf_keras.callbacks.Callback, client, run_id).callback]
-    timing = {}
-    if core is not None:
-        original = core.batch_end
-
-        def timed_batch_end(logs):
-            started = time.perf_counter()
-            original(logs)
-            timing.setdefault("batch_end", []).append(time.perf_counter() - started)
-        core.batch_end = timed_batch_end
-    started = time.perf_counter()
-    if core is not None:
-        with keras_hook.installed(core, [tf_keras]):
-            model.fit(data, epochs=epochs, verbose=0)
-    else:
-        model.fit(data, epochs=epochs, verbose=0, callbacks=callbacks)
-    fit_seconds = time.perf_counter() - started
-    result = {"fit_s": fit_seconds}
-    if logger is not None:
-        started = time.perf_counter()
-        report = logger.close(120)
-        result["drain_after_fit_s"] = time.perf_counter() - started
-        result["metrics_sent"] = report.metrics_sent
-        result["lost"] = report.lost_at_close + report.dropped_queue_full
-    if timing.get("batch_end"):
-        result["train_thread_ms_per_step"] = 1000 * statistics.median(timing["batch_end"])
-    client.set_terminated(run_id)
-    return result
+def _export_runtime(ref: str, workdir: Path) -> str:
+    """``trainer_runtime`` as committed at ``ref``, unpacked where the workers put it first on sys.path."""
+    target = workdir / "runtime-src"
+    target.mkdir()
+    archive = subprocess.run(["git", "archive", ref, "trainer_runtime"], cwd=REPO, capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return str(target)
 
 
-def preflight_seconds(uri: str, times: int = 10) -> list[float]:
-    from trainer_runtime.config import load_config
-    from trainer_runtime.session import Deps, open_tracking
-
-    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "bench-preflight"}
-    out = []
-    for _ in range(times):
-        started = time.perf_counter()
-        ctx = open_tracking(load_config(env), Deps(env=env))
-        out.append(time.perf_counter() - started)
-        ctx.finish("FINISHED")
-    return out
-
-
-def main() -> int:
-    from mlflow import MlflowClient
-
-    from tests.harness.servers import start_mlflow
-
-    workdir = Path(tempfile.mkdtemp(prefix="tr-bench-"))
-    server, uri = start_mlflow(workdir / "mlflow")
+def _server_version(uri: str) -> str:
     try:
-        client = MlflowClient(uri)
-        data = dataset()
-        fit_once("none", client, data, epochs=1)  # warm-up: graph building, dataset cache
-        variants = ["none", "ours-per-epoch", "ours-every-step"]
-        results: dict[str, list[dict]] = {v: [] for v in variants}
-        for _ in range(REPEATS):
-            for variant in variants:  # interleaved, so drift hits every variant alike
-                results[variant].append(fit_once(variant, client, data))
-        results["sync-per-metric"] = [fit_once("sync-per-metric", client, data, epochs=1)]
-        base = statistics.median(r["fit_s"] for r in results["none"])
-        summary = {}
-        print(f"\nTFRS retrieval fit, {ROWS // BATCH} steps/epoch, {EPOCHS} epochs, median of {REPEATS}; "
-              f"MLflow {uri}")
-        print(f"{'variant':<18}{'fit s':>9}{'vs none':>10}{'ms/step train thread':>23}{'drain after fit s':>19}")
-        for variant, rows in results.items():
-            fit = statistics.median(r["fit_s"] for r in rows) * (EPOCHS if variant == "sync-per-metric" else 1)
-            row = {"fit_s": fit, "ratio": fit / base,
-                   "train_thread_ms_per_step": statistics.median(r.get("train_thread_ms_per_step", 0) for r in rows),
-                   "drain_after_fit_s": statistics.median(r.get("drain_after_fit_s", 0) for r in rows),
-                   "lost": sum(r.get("lost", 0) for r in rows)}
-            summary[variant] = row
-            print(f"{variant:<18}{fit:>9.2f}{row['ratio']:>9.2f}x{row['train_thread_ms_per_step']:>23.3f}"
-                  f"{row['drain_after_fit_s']:>19.2f}")
-        print(f"(sync-per-metric ran 1 epoch; its fit time is scaled to {EPOCHS})")
-        pre = preflight_seconds(uri)
-        summary["preflight_warm_local_s"] = {"median": statistics.median(pre), "max": max(pre)}
-        print(f"\npreflight against a warm local server: median {statistics.median(pre) * 1000:.0f} ms, "
-              f"max {max(pre) * 1000:.0f} ms over {len(pre)}")
-        Path(__file__).with_name("results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        with urllib.request.urlopen(f"{uri}/version", timeout=5) as resp:
+            return resp.read().decode().strip()
+    except OSError:
+        return "unknown"
+
+
+def _command(argv: list[str]) -> str:
+    """How this run was started, as the make target spells it."""
+    rest = [a for a in argv if a != "--quick"]
+    return ("make bench" + (" QUICK=1" if "--quick" in argv else "")
+            + (f" BENCH_ARGS='{' '.join(rest)}'" if rest else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tests.harness.servers import start_mlflow, tools_venv
+
+    args = parse_args(argv)
+    try:
+        tools_venv()
+    except RuntimeError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    sections = args.only or list(SECTIONS)
+    workload = QUICK if args.quick else FULL
+    sets = args.sets or (2 if args.quick else 5)
+    sync_sets = 1 if args.quick else 2
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    rng = random.Random(seed)
+    workdir = Path(tempfile.mkdtemp(prefix="tr-bench-"))
+    started = time.time()
+    results = {"schema": 1, "mode": "quick" if args.quick else "full",
+               "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+               "command": _command(argv if argv is not None else sys.argv[1:]), "sections": sections,
+               "seed": seed, "workload": workload.as_dict(), "sets": sets, "sync_sets": min(sync_sets, sets),
+               "machine": machine.facts(), "code": machine.code_under_test(args.runtime_ref),
+               "load_average": {"start": machine.load_average()}}
+    base_task = {"workload": workload.as_dict(),
+                 "runtime_path": _export_runtime(args.runtime_ref, workdir) if args.runtime_ref else None}
+    print(f"bench ({results['mode']}): {workload.steps_per_epoch} steps/epoch x {workload.epochs} epochs, "
+          f"{sets} sets, sections {', '.join(sections)}; seed {seed}; work in {workdir}", flush=True)
+    if "image" in sections:
+        results["image"] = image.measure()
+        print(f"image: {results['image'].get('why') or 'measured'}", flush=True)
+    server, uri = start_mlflow(workdir / "mlflow")
+    results["server"] = {"version": _server_version(uri), "start_s": server.started_in}
+    try:
+        if "startup" in sections:
+            from .startup import run_startup
+
+            print("startup: import, a Trainer-like run, preflights, a cold server", flush=True)
+            results["startup"] = run_startup(workdir / "startup", base_task, uri, 3 if args.quick else 5)
+        if "overhead" in sections:
+            results["overhead"] = {"sets": []}
+            for number in range(sets):
+                # The synchronous client makes each fit take minutes; it runs in the first sets only.
+                order = [c.name for c in CONFIGS if c.family != "sync" or number < sync_sets]
+                rng.shuffle(order)
+                print(f"overhead set {number + 1}/{sets} (load {machine.load_average()[0]}): "
+                      f"{' '.join(order)}", flush=True)
+                from .spawn import run_worker
+
+                one = run_worker({**base_task, "kind": "overhead", "uri": uri, "server_pid": server.pid,
+                                  "order": order}, workdir / f"set{number}", f"set{number}")
+                results["overhead"]["sets"].append({"order": order, "fits": one["fits"],
+                                                    "load_average_after": machine.load_average()})
     finally:
         server.stop()
+    if "outage" in sections:
+        from .outage import run_outages
+
+        print("outages: kill/restart and SIGSTOP/SIGCONT of the server after epoch 2", flush=True)
+        results["outage"] = run_outages(workdir / "outage", base_task, args.quick, rng)
+    results["load_average"]["end"] = machine.load_average()
+    results["duration_s"] = round(time.time() - started, 1)
+    results["summary"] = summary.summarize(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{time.strftime('%Y-%m-%d', time.localtime(started))}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    print()
+    print(report.console_summary(results, path))
+    if not args.no_docs and args.out == RESULTS:
+        print(report.generate())
     return 0
 
 

@@ -1,0 +1,170 @@
+"""From raw measurements to the figures that are reported, and the targets met or not.
+
+Ratios are paired: a configuration's fit is divided by the no-tracking fit of
+the same set (same process, minutes apart), so machine drift between sets
+cancels. Medians with [min-max] over sets.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from typing import Any, Iterable
+
+from .configs import BY_NAME, CONFIGS
+
+RUNTIME_CONFIGS = ("runtime-epoch", "runtime-step50", "runtime-step1")
+
+
+def spread(values: Iterable[float | None]) -> dict[str, float] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def _med(values: Iterable[float | None]) -> float | None:
+    found = spread(values)
+    return found["median"] if found else None
+
+
+def overhead(sets: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    by_config: dict[str, list[tuple[dict, dict | None]]] = defaultdict(list)
+    for one in sets:
+        none = next((f for f in one["fits"] if f["config"] == "none" and not f["error"]), None)
+        for fit in one["fits"]:
+            by_config[fit["config"]].append((fit, none))
+    rows = {}
+    for config in CONFIGS:
+        pairs = by_config.get(config.name, [])
+        ok = [(f, n) for f, n in pairs if not f["error"]]
+        fits = [f for f, _ in ok]
+        with_none = [(f, n) for f, n in ok if n is not None]
+
+        def per_point(key: str, minus_none: bool = False) -> float | None:
+            values = []
+            for f, n in with_none:
+                if f.get("points_expected") and f.get(key) is not None:
+                    value = f[key] - (n[key] if minus_none else 0.0)
+                    values.append(1e6 * value / f["points_expected"])
+            return _med(values)
+
+        rows[config.name] = {
+            "label": config.label, "family": config.family, "n": len(fits),
+            "errors": [f["error"] for f, _ in pairs if f["error"]],
+            "fit_s": spread(f["fit_s"] for f in fits),
+            "fit_vs_none": spread(f["fit_s"] / n["fit_s"] for f, n in with_none),
+            "run_total_s": spread(f["run_total_s"] for f in fits),
+            "run_total_vs_none": spread(f["run_total_s"] / n["run_total_s"] for f, n in with_none),
+            "hook_us_per_step": spread(f["hook_us_per_step"] for f in fits),
+            "hook_ms_per_fit": spread(1000 * f["hook_s"] for f in fits),
+            "dispatch_us_per_step": spread(f["dispatch_us_per_step"] for f in fits),
+            "end_of_run_s": spread(f["end_of_run_s"] for f in fits),
+            "client_cpu_s": spread(f["client_cpu_s"] for f in fits),
+            "extra_client_cpu_us_per_point": per_point("client_cpu_s", minus_none=True),
+            "background_cpu_s": spread(f["background_cpu_s"] for f in fits),
+            "background_us_per_point": per_point("background_cpu_s"),
+            "server_cpu_s": spread(f["server_cpu_s"] for f in fits),
+            "server_us_per_point": per_point("server_cpu_s", minus_none=True),
+            "points_present": sum(f.get("points_present") or 0 for f in fits),
+            "points_expected": (sum(f["points_expected"] for f in fits)
+                                if fits and fits[0].get("points_expected") is not None else None),
+            "duplicates": sum((f.get("points_raw") or 0) - (f.get("points_present") or 0) for f in fits),
+        }
+    return rows
+
+
+def outages(fits: list[dict[str, Any]], healthy: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for fit in sorted(fits, key=lambda f: (f["scenario"], f["delay"], f["config"])):
+        expected, present = fit.get("points_expected"), fit.get("points_present")
+        healthy_end = (healthy.get(fit["config"], {}).get("end_of_run_s") or {}).get("median")
+        status = fit.get("runtime_status") or {}
+        rows.append({
+            "scenario": fit["scenario"], "delay": fit["delay"], "config": fit["config"],
+            "label": BY_NAME[fit["config"]].label, "error": fit.get("error"),
+            "outage_s": fit.get("outage_s"), "healed_before_fit_end": fit.get("healed_before_fit_end"),
+            "epochs": fit.get("epochs"), "fit_s": fit["fit_s"],
+            "stall_s": fit.get("stall_s"), "max_gap_s": fit.get("max_gap_s"),
+            "end_of_run_s": fit["end_of_run_s"],
+            "extra_end_of_run_s": None if healthy_end is None else fit["end_of_run_s"] - healthy_end,
+            "points_expected": expected, "points_present": present,
+            "points_lost": None if expected is None or present is None else expected - present,
+            "duplicates": (fit.get("points_raw") or 0) - (present or 0),
+            "runtime_logging": status.get("logging"),
+        })
+    return rows
+
+
+def startup(raw: dict[str, Any]) -> dict[str, Any]:
+    imports = raw.get("import", {}).get("seconds") or []
+    preflight = (raw.get("preflight") or {}).get("seconds") or []
+    cli = raw.get("import_cli") or {}
+    return {"import_ms": spread(1000 * s for s in imports),
+            "import_heavy_modules": raw.get("import", {}).get("heavy_modules"),
+            "import_cli_ms": spread(1000 * s for s in cli.get("seconds") or []),
+            "import_cli_heavy_modules": cli.get("heavy_modules"),
+            "preflight_ms": spread(1000 * s for s in preflight),
+            "cold": raw.get("cold"), "share": raw.get("share")}
+
+
+def _target(name: str, owner: str, threshold: str, value: float | None, limit: float, fmt: str,
+            note: str = "") -> dict[str, Any]:
+    return {"target": name, "owner": owner, "threshold": threshold,
+            "value": None if value is None else fmt.format(value),
+            "met": None if value is None else value <= limit, "note": note}
+
+
+def targets(over: dict[str, dict], outage_rows: list[dict], start: dict, image: dict) -> list[dict[str, Any]]:
+    step1 = over.get("runtime-step1", {})
+    epoch = over.get("runtime-epoch", {})
+    hook = (step1.get("hook_us_per_step") or {}).get("median")
+    background = step1.get("background_us_per_point")
+    total = (step1.get("run_total_vs_none") or {}).get("median")
+    per_epoch = epoch.get("run_total_vs_none") or {}
+    noise = over.get("ideal-epoch", {}).get("run_total_vs_none") or {}
+    healthy_ends = [((over.get(c) or {}).get("end_of_run_s") or {}).get("median") for c in RUNTIME_CONFIGS]
+    healthy_end = max((e for e in healthy_ends if e is not None), default=None)
+    healed = [r["end_of_run_s"] for r in outage_rows
+              if r["config"] in RUNTIME_CONFIGS and r["healed_before_fit_end"]]
+    cold = start.get("cold") or {}
+    preflight_ms = (start.get("preflight_ms") or {}).get("median")
+    found = [
+        _target("hook time per step, training thread (runtime every step)", "runtime logging (lead)", "≤ 10 µs",
+                hook, 10, "{:.1f} µs"),
+        _target("background client CPU per logged point (runtime every step)", "runtime logging (lead)", "≤ 25 µs",
+                background, 25, "{:.0f} µs"),
+        _target("run total vs no tracking, every-step logging", "runtime logging (lead)", "≤ 1.10×",
+                total, 1.10, "{:.2f}×"),
+    ]
+    if per_epoch:
+        # "Within noise": no further from 1 than the ideal per-epoch copy is, plus 3 %.
+        allowed = 1.03 + max(0.0, (noise.get("median") or 1.0) - 1.0)
+        found.append(_target("run total vs no tracking, per-epoch logging", "runtime logging (lead)",
+                             f"within noise (≤ {allowed:.2f}×: ideal per-epoch + 3 %)",
+                             per_epoch.get("median"), allowed, "{:.2f}×"))
+    found += [
+        _target("end of run, healthy server (slowest runtime configuration, median)", "end of run (issue 8)", "≤ 0.2 s",
+                healthy_end, 0.2, "{:.2f} s"),
+        _target("end of run after an outage that healed before fit returned (worst)", "end of run (issue 8)",
+                "≤ 2 s", max(healed) if healed else None, 2.0, "{:.1f} s",
+                "" if healed else "no runtime outage healed before its fit ended"),
+        _target("preflight, warm server (run_tracked called → train entered)", "runtime start-up (issue 12)",
+                "≤ 0.2 s", None if preflight_ms is None else preflight_ms / 1000, 0.2, "{:.3f} s"),
+        _target("first training step after a cold server turns healthy", "runtime start-up (issue 12)", "≤ 1.5 s",
+                cold.get("healthy_to_first_step_begin_s"), 1.5, "{:.2f} s",
+                "" if cold.get("healthy_to_first_step_begin_s") is not None else "cold start not measured"),
+        _target("import trainer_runtime (fresh interpreter)", "runtime start-up (issue 12)", "≤ 100 ms",
+                (start.get("import_ms") or {}).get("median"), 100, "{:.1f} ms"),
+    ]
+    added = image.get("added_bytes") / 1e6 if image.get("measured") else None
+    found.append(_target("the runtime's layer over the base image", "image (issue 12)", "≤ 150 MB", added, 150,
+                         "{:.0f} MB", "" if added is not None else image.get("why", "not measured")))
+    return found
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    over = overhead(results.get("overhead", {}).get("sets", []))
+    outage_rows = outages(results.get("outage", {}).get("fits", []), over)
+    start = startup(results.get("startup", {}))
+    return {"overhead": over, "outage": outage_rows, "startup": start,
+            "targets": targets(over, outage_rows, start, results.get("image", {}))}
