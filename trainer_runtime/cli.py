@@ -9,7 +9,6 @@ import argparse
 import logging
 import os
 import sys
-import warnings
 from typing import Sequence
 
 from . import __version__
@@ -55,16 +54,6 @@ def _flags(ns: argparse.Namespace) -> dict:
     return {f.name: getattr(ns, f.name, None) for f in FIELDS}
 
 
-def configure_logging(flags: dict) -> None:
-    from . import logs
-
-    # mlflow's pydantic models trip this warning on pydantic 2.9 (the base image's); it is noise.
-    warnings.filterwarnings("ignore", message='Field "model_name" in PromptModelConfig')
-
-    fmt = flags.get("log_format") or os.environ.get("TRAINER_RUNTIME_LOG_FORMAT") or "auto"
-    logs.configure(fmt if fmt in ("auto", "json", "text") else "auto", os.environ)
-
-
 DOCTOR_PREFLIGHT_TIMEOUT = 30.0
 
 
@@ -81,7 +70,9 @@ def doctor_config(config):
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     flags = _flags(args)
-    configure_logging(flags)
+    from . import logs
+
+    logs.setup(flags.get("log_format"), os.environ, root_level=logging.INFO)
     from .redact import register_env_secrets
 
     register_env_secrets(os.environ)

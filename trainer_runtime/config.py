@@ -24,6 +24,7 @@ CUSTOM_CONFIG_KEY = "trainer_runtime"
 
 AUTH_MODES = ("auto", "google", "mlflow", "none")
 LOG_FORMATS = ("auto", "json", "text")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,9 @@ FIELDS: tuple[Field, ...] = (
           "Also log training metrics every N steps (0: per epoch only).", "100"),
     Field("log_format", envvars.LOG_FORMAT, _choice(*LOG_FORMATS), "auto",
           "`json` (Cloud Logging), `text`, or `auto`: json when running on GCP.", "json"),
+    Field("beam_log_level", envvars.BEAM_LOG_LEVEL, _choice(*LOG_LEVELS), "warning",
+          "Level of apache_beam's loggers; their INFO lines (dozens when TFX loads) are held back "
+          "unless you ask for `info`.", "info"),
     Field("queue_size", envvars.QUEUE_SIZE, _number(int, 10), 10_000,
           "Entries (one per epoch or logged step) queued in memory for the spool writer; only a stuck "
           "local disk fills it, and then new entries are dropped and counted (`rejected.queue_full`).",
@@ -148,6 +152,7 @@ class RuntimeConfig:
     status_dir: str | None = None
     log_every_n_steps: int = 0
     log_format: str = "auto"
+    beam_log_level: str = "warning"
     queue_size: int = 10_000
     flush_timeout: float = 60.0
     sigterm_grace: float = 25.0

@@ -133,7 +133,8 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
     """
     deps = deps or Deps()
     register_env_secrets(deps.env)
-    logs.protect_existing_handlers()
+    logs.setup(env=deps.env)  # again: under TFX, absl may have swapped the handlers since
+    logs.set_run_id(None)  # lines carry a run's id from its start until the next run starts
     reporter: StatusReporter | None = None
     ctx: TrackingContext | None = None
     config: RuntimeConfig | None = None
@@ -142,12 +143,15 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
         try:
             try:
                 config = load_config()
+                logs.setup(config.log_format, deps.env, beam_level=config.beam_log_level
+                           if config.sources.get("beam_log_level") != "default" else None)
                 destination = config.status_dir or status_dir or default_status_dir(deps.env)
                 reporter = StatusReporter(deps.open_dir(destination), config.tracking_uri)
                 reporter.stage("initializing", fatal=True)
                 log.info("status: %s", reporter.status_path)
                 ctx = open_tracking(config, deps, tags)
                 reporter.run_opened(ctx.info(), ctx.server_version)
+                logs.set_run_id(ctx.run_id)
                 log.info("MLflow run: %s", ctx.run_url)
                 ctx.logger  # noqa: B018 - start the spool and sender before training
                 reporter.stage("training", heartbeat_interval=config.heartbeat_interval,

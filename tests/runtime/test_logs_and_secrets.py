@@ -11,6 +11,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from trainer_runtime import logs
 from trainer_runtime.redact import redact, register_secret, strip_credentials
 
@@ -20,7 +22,7 @@ JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.")
 
 def _capture(fmt: str, env: dict, message: str, *args) -> str:
     stream = io.StringIO()
-    handler = logs.configure(fmt, env, stream=stream)
+    handler = logs.setup(fmt, env, stream=stream)
     try:
         logging.getLogger("x").warning(message, *args)
     finally:
@@ -99,3 +101,102 @@ def test_handlers_installed_by_others_are_protected_too():
     finally:
         root.removeHandler(foreign)
     assert "abc.def.ghi" not in stream.getvalue() and "Bearer ***" in stream.getvalue()
+
+
+#: A TFX-like process: absl's app.run() (which calls use_absl_handler()) runs main, which runs a
+#: tracked run. "forwarder" sets logging up before app.run, as entrypoint.py's forwarder does;
+#: "tfx" does not, as TFX's own kubeflow_v2_run_executor (the preferred wiring) does not; "plain" has
+#: no absl app and nothing set up, as a user's script running LocalDagRunner.
+ABSL_PROCESS = """
+import logging, os, sys
+from absl import app
+from absl import logging as absl_logging
+
+from trainer_runtime import logs
+from trainer_runtime.config import load_config
+from trainer_runtime.session import run_tracked
+
+
+def main(argv):
+    absl_logging.set_verbosity(absl_logging.INFO)  # as TFX's runner does
+    absl_logging.info("absl line before the run")
+
+    def train(ctx):
+        logging.getLogger("apache_beam.typehints").info("beam chatter")
+        logging.getLogger("apache_beam.io").warning("beam warning")
+        absl_logging.info("absl line during the run")
+
+    run_tracked(lambda: load_config(os.environ), train, status_dir=sys.argv[2])
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "forwarder":
+        logs.setup(root_level=logging.INFO)
+        logging.getLogger("apache_beam.typehints").info("beam chatter at import")
+    if sys.argv[1] == "plain":
+        main(None)
+    else:
+        app.run(main, argv=sys.argv[:1])
+"""
+
+
+def _absl_process(wiring: str, uri: str, tmp_path: Path, **env_vars: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "absl_process.py"
+    script.write_text(ABSL_PROCESS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRAINER_RUNTIME_", "CLOUD_ML_"))}
+    env.update(PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=f"logs-{uuid.uuid4().hex[:6]}",
+               **env_vars)
+    done = subprocess.run([sys.executable, str(script), wiring, str(tmp_path / "status")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.parametrize("wiring", ["forwarder", "tfx"])
+def test_json_lines_survive_absls_handler_swap(wiring, mlflow_server, tmp_path):
+    """absl's app.run() swaps the root handlers; from the run's start on, every line is ours, in JSON,
+    once, with the run id; the run URL and status path are at INFO; Beam's INFO chatter is held back."""
+    done = _absl_process(wiring, mlflow_server.url, tmp_path, CLOUD_ML_JOB_ID="123")
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    start = next(i for i, line in enumerate(lines) if "status: " in line)
+    entries = []
+    for line in lines[start:]:
+        assert line.startswith("{"), f"not a JSON line: {line!r}\n" + done.stderr[-3000:]
+        entries.append(json.loads(line))
+    messages = [e["message"] for e in entries]
+    run_id = json.loads((tmp_path / "status" / "mlflow_info.json").read_text())["run_id"]
+    url = next(e for e in entries if e["message"].startswith("MLflow run: "))
+    assert url["severity"] == "INFO" and url["mlflow_run_id"] == run_id and run_id in url["message"]
+    assert [m for m in messages if m.startswith("status: ")] == [f"status: {tmp_path / 'status' / 'mlflow_status.json'}"]
+    assert messages.count("absl line during the run") == 1
+    assert messages.count("beam warning") == 1
+    assert "beam chatter" not in done.stderr
+    assert len(set(messages)) == len(messages), "a line was written twice"
+    if wiring == "forwarder":  # set up before app.run: absl's own handler kept our format
+        assert any(json.loads(line)["message"] == "absl line before the run"
+                   for line in lines[:start] if line.startswith("{"))
+
+
+def test_text_locally_with_nothing_set_up(mlflow_server, tmp_path):
+    """In a user's own process (LocalDagRunner) with no logging set up, the run's INFO lines still show."""
+    done = _absl_process("plain", mlflow_server.url, tmp_path)
+    lines = [line for line in done.stderr.splitlines() if " trainer_runtime." in line]
+    assert len([line for line in lines if "INFO trainer_runtime.session: MLflow run: http" in line]) == 1, done.stderr
+    assert len([line for line in lines if "INFO trainer_runtime.session: status: " in line]) == 1
+    assert "beam chatter" not in done.stderr and "beam warning" in done.stderr
+    assert not any(line.startswith("{") for line in done.stderr.splitlines())
+
+
+def test_beam_info_when_asked(mlflow_server, tmp_path):
+    done = _absl_process("plain", mlflow_server.url, tmp_path, TRAINER_RUNTIME_BEAM_LOG_LEVEL="info")
+    assert done.stderr.count("INFO apache_beam.typehints: beam chatter") == 1, done.stderr[-3000:]
+
+
+def test_setup_is_idempotent():
+    root = logging.getLogger()
+    try:
+        for _ in range(3):
+            handler = logs.setup("text", {})
+        assert [h for h in root.handlers if isinstance(h, logs.RuntimeHandler)] == [handler]
+    finally:
+        root.removeHandler(handler)

@@ -9,6 +9,7 @@ TrackedExecutor. Every other component passes through untouched.
 from __future__ import annotations
 
 import logging
+import os
 import runpy
 import sys
 from typing import Sequence
@@ -43,12 +44,14 @@ def rewrite(argv: Sequence[str]) -> list[str]:
 
 def forward(argv: Sequence[str]) -> int:
     """Run TFX's executor runner in this process; its own exit (absl app.run) ends the process."""
-    from ..cli import configure_logging
+    from .. import logs
 
     args = rewrite(argv)
     executor = (_get(args, "--executor_class_path") or (0, "?"))[1]
     if executor == TRACKED:
-        configure_logging({})
+        import absl.logging  # noqa: F401 - loaded now, so its handler gets our format before app.run installs it
+
+        logs.setup(env=os.environ, root_level=logging.INFO)
     elif executor == LEGACY_TRAINER:
         log.warning("the Estimator-based Trainer executor (trainer_fn) is not tracked; use run_fn")
     log.info("forwarding to %s with executor %s", RUNNER, executor)
