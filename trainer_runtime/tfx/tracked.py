@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from ..config import RuntimeConfig
 from ..errors import UserCodeError
@@ -31,7 +31,19 @@ def train_tracked(load: Callable[[], RuntimeConfig], resolve_fn: Callable[[], Ca
     try:
         run_tracked(load, train, status_dir=context.status_dir_for(fn_args.model_run_dir),
                     tags=context.tags_for(executor_context))
-    except UserCodeError as exc:
-        if exc.__cause__ is not None:
-            raise exc.__cause__
-        raise
+        return
+    except BaseException as exc:  # noqa: B036 - re-raised by fail(), outside this block
+        failure = exc
+    fail(failure)
+
+
+def fail(exc: BaseException) -> NoReturn:
+    """Leave a failed Trainer run, outside any ``except`` block, so nothing chains onto the user's error.
+
+    - A ``SystemExit`` (``Killed`` after a signal, ``sys.exit`` in user code) goes on as it is.
+    - Otherwise: raise the user's own exception (a ``UserCodeError``'s cause), or the
+      runtime's typed error.
+    """
+    if isinstance(exc, SystemExit):
+        raise exc
+    raise exc.__cause__ if isinstance(exc, UserCodeError) and exc.__cause__ is not None else exc
