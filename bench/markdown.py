@@ -244,6 +244,7 @@ def _method() -> list[str]:
             "make bench            # full: 5 sets, 1,175-step fits, 10 s / 60 s outages (about 30 min)",
             "make bench QUICK=1    # quick: 2 sets, 120-step fits, 2-3 s outages (5-10 min)",
             "make bench-docs       # only regenerate this page and its plot from the newest results",
+            "python -m bench.profile_worker [--runtime-ref REF]   # where the background CPU per point goes",
             "```",
             "",
             "Results: `bench/results/<date>.json` (`-quick` for quick runs), raw per-fit figures with the "
