@@ -32,6 +32,20 @@ log = logging.getLogger(__name__)
 DEFAULT_EXPERIMENT = "trainer-runtime"
 
 
+class _Process:
+    """How this process's last run ended (one run at a time per process)."""
+
+    last_outcome: outcome.Outcome | None = None
+
+
+_PROCESS = _Process()
+
+
+def last_outcome() -> outcome.Outcome | None:
+    """How the last run in this process ended, as ``run_tracked`` decided and recorded it."""
+    return _PROCESS.last_outcome
+
+
 def _mlflow_client(uri: str) -> Any:
     from mlflow import MlflowClient
 
@@ -162,12 +176,13 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
                 sig.closing()
                 if reporter is None and status_dir and isinstance(exc, ConfigError):
                     reporter = _fallback_reporter(deps, status_dir)
-                decided = outcome.decide(exc)
+                decided = _PROCESS.last_outcome = outcome.decide(exc)
                 log.error("run %s: %s", decided.stage, exc)
                 close_run(ctx, reporter, decided, _budget(config, sig, deps), beat)
                 raise
             sig.closing()
-            close_run(ctx, reporter, outcome.decide(None), _budget(config, sig, deps), beat)
+            decided = _PROCESS.last_outcome = outcome.decide(None)
+            close_run(ctx, reporter, decided, _budget(config, sig, deps), beat)
             return result
         finally:
             auth.activate(None)

@@ -5,10 +5,11 @@ import logging
 from typing import Any, Callable, NoReturn
 
 from ..config import RuntimeConfig
-from ..errors import UserCodeError
-from ..session import run_tracked
+from ..errors import EXIT_CODES, UserCodeError
+from ..session import last_outcome, run_tracked
 from ..standalone import train_with_callback
 from . import context
+from .vertex import runs_in_vertex_runner
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,18 @@ def fail(exc: BaseException) -> NoReturn:
     """Leave a failed Trainer run, outside any ``except`` block, so nothing chains onto the user's error.
 
     - A ``SystemExit`` (``Killed`` after a signal, ``sys.exit`` in user code) goes on as it is.
-    - Otherwise: raise the user's own exception (a ``UserCodeError``'s cause), or the
-      runtime's typed error.
+    - In TFX's Vertex runner (the process exists for this component): log the error with
+      its traceback, then exit with the outcome's exit code (``session.last_outcome``).
+    - Elsewhere (LocalDagRunner, in the user's process): raise the user's own exception
+      (a ``UserCodeError``'s cause), or the runtime's typed error.
     """
     if isinstance(exc, SystemExit):
         raise exc
-    raise exc.__cause__ if isinstance(exc, UserCodeError) and exc.__cause__ is not None else exc
+    shown = exc.__cause__ if isinstance(exc, UserCodeError) and exc.__cause__ is not None else exc
+    decided = last_outcome()
+    if decided is not None and decided.exit_code and runs_in_vertex_runner():
+        meaning = EXIT_CODES.get(decided.exit_code, ("", "see the status file"))[1]
+        log.error("the Trainer failed; exit code %d (%s)", decided.exit_code, meaning,
+                  exc_info=(type(shown), shown, shown.__traceback__))
+        raise SystemExit(decided.exit_code)
+    raise shown

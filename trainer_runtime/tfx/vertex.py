@@ -43,7 +43,12 @@ def rewrite(argv: Sequence[str]) -> list[str]:
 
 
 def forward(argv: Sequence[str]) -> int:
-    """Run TFX's executor runner in this process; its own exit (absl app.run) ends the process."""
+    """Run TFX's executor runner in this process, as ``python -m`` would.
+
+    A tracked Trainer that fails ends the process itself, with the exit code its outcome
+    decided (``tracked.train_tracked``: the process's main module is TFX's runner), and a
+    preemption exits ``128 + signum`` (``Killed``); both are ``SystemExit`` and pass through here.
+    """
     from .. import logs
 
     args = rewrite(argv)
@@ -56,10 +61,12 @@ def forward(argv: Sequence[str]) -> int:
         log.warning("the Estimator-based Trainer executor (trainer_fn) is not tracked; use run_fn")
     log.info("forwarding to %s with executor %s", RUNNER, executor)
     sys.argv = [RUNNER, *args]
-    from ..errors import Killed
-
-    try:
-        runpy.run_module(RUNNER, run_name="__main__", alter_sys=True)
-    except Killed as exc:  # status and run are already KILLED; exit as a signalled process would
-        return exc.exit_code
+    runpy.run_module(RUNNER, run_name="__main__", alter_sys=True)
     return 0
+
+
+def runs_in_vertex_runner() -> bool:
+    """True when this process's main module is TFX's Vertex executor runner (``python -m`` on
+    Vertex, or ``forward`` above): the process exists for this one component, so exiting it is ours to do."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) == RUNNER
