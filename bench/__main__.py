@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import image, machine, report, summary
 from .configs import CONFIGS
-from .spawn import REPO
+from .spawn import REPO, run_worker
 from .workload import FULL, QUICK
 
 SECTIONS = ("image", "startup", "overhead", "outage")
@@ -34,7 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runtime-ref", help="bench trainer_runtime as committed at this git ref "
                                               "instead of the working tree")
     parser.add_argument("--seed", type=int, help="seed of the random configuration orders")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results directory (default bench/results)")
+    parser.add_argument("--out", type=Path, help="results directory (default bench/results; for a run with "
+                                                  "--only, its work dir, so a partial run never becomes the "
+                                                  "newest results the docs are made from)")
     parser.add_argument("--no-docs", action="store_true", help="do not regenerate docs/performance.md")
     return parser.parse_args(argv)
 
@@ -57,6 +59,35 @@ def _server_version(uri: str) -> str:
         return "unknown"
 
 
+def _healthy_server_sections(results: dict, sections: list[str], workdir: Path, base_task: dict,
+                             args: argparse.Namespace, sets: int, sync_sets: int, rng: random.Random) -> None:
+    """Start-up and overhead, against one MLflow server that stays up."""
+    from tests.harness.servers import start_mlflow
+
+    server, uri = start_mlflow(workdir / "mlflow")
+    results["server"] = {"version": _server_version(uri), "start_s": server.started_in}
+    try:
+        if "startup" in sections:
+            from .startup import run_startup
+
+            print("startup: import, a Trainer-like run, preflights, a cold server", flush=True)
+            results["startup"] = run_startup(workdir / "startup", base_task, uri, 3 if args.quick else 5)
+        if "overhead" in sections:
+            results["overhead"] = {"sets": []}
+            for number in range(sets):
+                # The synchronous client makes each fit take minutes; it runs in the first sets only.
+                order = [c.name for c in CONFIGS if c.family != "sync" or number < sync_sets]
+                rng.shuffle(order)
+                print(f"overhead set {number + 1}/{sets} (load {machine.load_average()[0]}): "
+                      f"{' '.join(order)}", flush=True)
+                one = run_worker({**base_task, "kind": "overhead", "uri": uri, "server_pid": server.pid,
+                                  "order": order}, workdir / f"set{number}", f"set{number}")
+                results["overhead"]["sets"].append({"order": order, "fits": one["fits"],
+                                                    "load_average_after": machine.load_average()})
+    finally:
+        server.stop()
+
+
 def _command(argv: list[str]) -> str:
     """How this run was started, as the make target spells it."""
     rest = [a for a in argv if a != "--quick"]
@@ -65,7 +96,7 @@ def _command(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tests.harness.servers import start_mlflow, tools_venv
+    from tests.harness.servers import tools_venv
 
     args = parse_args(argv)
     try:
@@ -94,30 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     if "image" in sections:
         results["image"] = image.measure()
         print(f"image: {results['image'].get('why') or 'measured'}", flush=True)
-    server, uri = start_mlflow(workdir / "mlflow")
-    results["server"] = {"version": _server_version(uri), "start_s": server.started_in}
-    try:
-        if "startup" in sections:
-            from .startup import run_startup
-
-            print("startup: import, a Trainer-like run, preflights, a cold server", flush=True)
-            results["startup"] = run_startup(workdir / "startup", base_task, uri, 3 if args.quick else 5)
-        if "overhead" in sections:
-            results["overhead"] = {"sets": []}
-            for number in range(sets):
-                # The synchronous client makes each fit take minutes; it runs in the first sets only.
-                order = [c.name for c in CONFIGS if c.family != "sync" or number < sync_sets]
-                rng.shuffle(order)
-                print(f"overhead set {number + 1}/{sets} (load {machine.load_average()[0]}): "
-                      f"{' '.join(order)}", flush=True)
-                from .spawn import run_worker
-
-                one = run_worker({**base_task, "kind": "overhead", "uri": uri, "server_pid": server.pid,
-                                  "order": order}, workdir / f"set{number}", f"set{number}")
-                results["overhead"]["sets"].append({"order": order, "fits": one["fits"],
-                                                    "load_average_after": machine.load_average()})
-    finally:
-        server.stop()
+    if {"startup", "overhead"} & set(sections):
+        _healthy_server_sections(results, sections, workdir, base_task, args, sets, sync_sets, rng)
     if "outage" in sections:
         from .outage import run_outages
 
@@ -126,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     results["load_average"]["end"] = machine.load_average()
     results["duration_s"] = round(time.time() - started, 1)
     results["summary"] = summary.summarize(results)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{time.strftime('%Y-%m-%d', time.localtime(started))}{'-quick' if args.quick else ''}.json"
+    out = args.out or (workdir if args.only else RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{time.strftime('%Y-%m-%d', time.localtime(started))}{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     print()
     print(report.console_summary(results, path))
-    if not args.no_docs and args.out == RESULTS:
+    if not args.no_docs and out.resolve() == RESULTS:
         print(report.generate())
     return 0
 
