@@ -7,7 +7,8 @@ puts them on the run's MetricsLogger queue.
 
 Steps: per-epoch metrics use the epoch index (0-based, continuing across
 several ``fit`` calls); optional every-N-steps metrics are named ``step/<name>``
-at the global step.
+at the global step. An attempt that continues a run (a retried task) goes on
+after the run's last steps (``resume``), never back over them.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ class CallbackCore:
         self.logger = logger
         self.every_n_steps = every_n_steps
         self.epoch_offset = 0
+        #: the lowest step the next epoch may take: epoch steps only ever go forward
+        self.next_epoch_step = 0
         self.epochs_seen = 0
         self.global_step = 0
         self.final_metrics: dict[str, float] = {}
@@ -43,6 +46,15 @@ class CallbackCore:
         self.epochs_total = 0
         #: time spent in our hooks on the training thread (what training pays for tracking)
         self.seconds = 0.0
+
+    def resume(self, epoch_step: int, global_step: int) -> None:
+        """Continue a run that already has epochs up to ``epoch_step - 1`` and steps up to ``global_step``.
+
+        Whether the retried training starts again at epoch 0 or Keras' ``BackupAndRestore``
+        restores it at a later epoch, its first epoch is logged at ``epoch_step`` or after.
+        """
+        self.next_epoch_step = max(self.next_epoch_step, epoch_step)
+        self.global_step = max(self.global_step, global_step)
 
     def train_begin(self, params: dict[str, Any], model: Any) -> None:
         self.fits += 1
@@ -71,6 +83,9 @@ class CallbackCore:
         started = time.perf_counter()
         self.epochs_seen = epoch + 1
         self.epochs_total += 1
+        if self.epoch_offset + epoch < self.next_epoch_step:
+            self.epoch_offset = self.next_epoch_step - epoch
+        self.next_epoch_step = self.epoch_offset + epoch + 1
         if logs:
             values = {k: _to_float(v) for k, v in logs.items()}
             self.final_metrics = {k: v for k, v in values.items() if isinstance(v, float)}
@@ -91,12 +106,12 @@ def make_callback(base: type, core: CallbackCore) -> Any:
     """An instance of a ``base`` subclass (keras.callbacks.Callback of either Keras) driving ``core``."""
 
     class MlflowMetricsCallback(base):  # type: ignore[misc, valid-type]
-        # Take logs as tensors: tf-keras then skips its per-batch numpy sync for
-        # us, and we convert only on the steps we log.
-        _supports_tf_logs = True
-
         def __init__(self) -> None:
             super().__init__()
+            # Take logs as tensors: tf-keras then skips its per-step numpy sync (a wait for the
+            # step to finish) for us, and the writer thread converts only the steps we log. Set on
+            # the instance: tf-keras' Callback.__init__ sets it to False there, hiding a class attribute.
+            self._supports_tf_logs = True
             setattr(self, MARKER, True)
 
         def _implements_train_batch_hooks(self) -> bool:
