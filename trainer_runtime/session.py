@@ -63,6 +63,9 @@ class Deps:
     client_factory: Callable[[str], Any] = _mlflow_client
     token_source_factory: Callable[..., auth.GoogleIdTokenSource] = auth.GoogleIdTokenSource
     open_dir: Callable[[str], TextDir] = open_dir
+    #: after a preemption signal, leave the process at once once the run is closed (tests that
+    #: signal their own process turn it off).
+    exit_after_signal: bool = True
 
 
 def default_status_dir(env: Mapping[str, str]) -> str:
@@ -179,6 +182,10 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
                 decided = _PROCESS.last_outcome = outcome.decide(exc)
                 log.error("run %s: %s", decided.stage, exc)
                 close_run(ctx, reporter, decided, _budget(config, sig, deps), beat)
+                if sig.received_at is not None and deps.exit_after_signal:
+                    # The run and its status are closed; tearing down TF, Beam and TFX's launcher
+                    # can take longer than the grace left before the platform's SIGKILL.
+                    signals.exit_now(decided.exit_code)
                 raise
             sig.closing()
             decided = _PROCESS.last_outcome = outcome.decide(None)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from typing import Callable, Iterator
@@ -108,3 +110,18 @@ class _Reserved:
 
     def remaining(self) -> float:
         return max(0.0, self._budget.remaining() - self._seconds)
+
+
+def exit_now(code: int) -> None:
+    """End the process with ``code`` now: flush the logs and stdio, skip the interpreter's teardown.
+
+    Used once a signalled run is closed. Measured under the fault suite: TF, Beam and TFX's
+    launcher then took 5-15 s more to exit on a loaded 2-core machine, past the grace."""
+    log.info("exiting with %s after the signal; the run and its status are closed", code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed or broken stream must not keep the process alive
+            pass
+    os._exit(code)
