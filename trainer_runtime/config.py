@@ -77,7 +77,9 @@ FIELDS: tuple[Field, ...] = (
           "recommender-retrieval"),
     Field("run_id", envvars.MLFLOW_RUN_ID, _str, None,
           "Attach to this existing run instead of creating one.", "4f1c0d2e9b8a4c7e8f6a5b4c3d2e1f0a"),
-    Field("run_name", envvars.RUN_NAME, _str, None, "Name of the created run.", "nightly-2026-11-23"),
+    Field("run_name", envvars.RUN_NAME, _str, None,
+          "Name of the created run. Default on a TFX Trainer: `<pipeline>-<component>-<UTC time>`.",
+          "nightly-2026-11-23"),
     Field("auth", envvars.AUTH, _choice(*AUTH_MODES), "auto",
           "`google`: Google ID token (Cloud Run/IAP); `mlflow`: MLflow's token or basic auth from env; "
           "`none`; `auto`: mlflow if its credentials are set, none for plain-http loopback, else google.",

@@ -13,7 +13,7 @@ def legacy_keras(monkeypatch):
 
 
 def run_local(tmp_path: Path, data: Path, uri: str, *, epochs: int = 3, experiment: str | None = None,
-              runtime: dict | None = None, **kwargs):
+              runtime: dict | None = None, pipeline_name: str | None = None, **kwargs):
     """Run CsvExampleGen -> Trainer on LocalDagRunner; returns (experiment name, pipeline root)."""
     from tfx import v1 as tfx
 
@@ -23,7 +23,7 @@ def run_local(tmp_path: Path, data: Path, uri: str, *, epochs: int = 3, experime
     custom = {"epochs": epochs, "api_token": "do-not-log-me",
               "trainer_runtime": {"tracking_uri": uri, "experiment_name": experiment, **(runtime or {})}}
     root = tmp_path / "root"
-    pipeline = create_pipeline(f"pipe-{uuid.uuid4().hex[:6]}", str(root), str(data), custom_config=custom,
+    pipeline = create_pipeline(pipeline_name or f"pipe-{uuid.uuid4().hex[:6]}", str(root), str(data), custom_config=custom,
                                metadata_path=str(tmp_path / "metadata.sqlite"), **kwargs)
     tfx.orchestration.LocalDagRunner().run(pipeline)
     return experiment, root

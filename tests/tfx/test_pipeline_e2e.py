@@ -3,6 +3,7 @@ and the live MLflow server is checked for one run with every epoch's metrics, pa
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 TOP_100 = "val_factorized_top_k/top_100_categorical_accuracy"
 
 
-def _assert_tracked_run(uri, experiment, root, epochs=3, component_tag=True):
+def _assert_tracked_run(uri, experiment, root, epochs=3):
     client, run = mlflow_run(uri, experiment)
     assert run.info.status == "FINISHED"
     for name in ("loss", "val_loss", "total_loss", TOP_100):
@@ -30,12 +31,11 @@ def _assert_tracked_run(uri, experiment, root, epochs=3, component_tag=True):
     from trainer_runtime import __version__
 
     assert tags["trainer_runtime.version"] == __version__
-    if component_tag:
-        assert tags["tfx.component"] == "Trainer"
+    assert tags["tfx.component"] == "Trainer"
     status = json.loads((status_dir(root) / "mlflow_status.json").read_text())
     info = json.loads((status_dir(root) / "mlflow_info.json").read_text())
     assert status["stage"] == "completed" and status["run_id"] == run.info.run_id == info["run_id"]
-    assert status["logging"]["lost_at_close"] == 0 and status["logging"]["rejected"] == {}
+    assert status["logging"]["pending"] == 0 and status["logging"]["rejected"] == {}
     assert TOP_100 in status["final_metrics"]
     assert status["callback"]["epochs"] == epochs and status["callback"]["ms_per_epoch"] < 1000
     assert (only_dir(root, "model") / "Format-Serving" / "saved_model.pb").exists()
@@ -57,10 +57,17 @@ def test_module_file_path_through_the_wheel_tfx_builds(mlflow_server, interactio
 
 
 def test_run_fn_shim_with_the_stock_executor(mlflow_server, interactions, tmp_path, tmp_env):
-    experiment, root = run_local(tmp_path, interactions, mlflow_server.url, tracked=False,
-                                 run_fn="trainer_runtime.tfx.run_fn.run_fn",
-                                 runtime={"run_fn": "examples.retrieval.model.run_fn"})
-    _assert_tracked_run(mlflow_server.url, experiment, root, component_tag=False)
+    """The shim sees only FnArgs; it finds the stock executor's context and gets what TrackedExecutor gets:
+    the tfx.* tags, the pipeline's name as the experiment, a <pipeline>-<component>-<time> run name."""
+    import re
+
+    pipeline = f"shim-{uuid.uuid4().hex[:6]}"
+    _, root = run_local(tmp_path, interactions, mlflow_server.url, tracked=False, pipeline_name=pipeline,
+                        run_fn="trainer_runtime.tfx.run_fn.run_fn",
+                        runtime={"run_fn": "examples.retrieval.model.run_fn", "experiment_name": None})
+    _, run = _assert_tracked_run(mlflow_server.url, pipeline, root)
+    assert run.data.tags["tfx.pipeline"] == pipeline and run.data.tags["tfx.pipeline_run_id"]
+    assert re.fullmatch(rf"{pipeline}-Trainer-\d{{8}}T\d{{6}}Z", run.info.run_name), run.info.run_name
 
 
 def test_user_exception_propagates_and_the_run_is_failed(mlflow_server, interactions, tmp_path, tmp_env):

@@ -35,8 +35,9 @@ class Wirings:
         self.examples: dict | None = None
 
     def trainer(self, *, preferred: bool, runtime: dict, run_fn: str = RAISES, job: str = "recommender",
-                environ: dict | None = None, **pipeline_args) -> TaskRun:
-        """``preferred``: TrackedExecutor under TFX's stock command; else ``default_commands``."""
+                environ: dict | None = None, stock_command: bool = False, **pipeline_args) -> TaskRun:
+        """``preferred``: TrackedExecutor under TFX's stock command; else ``default_commands`` (or,
+        with ``stock_command``, the stock executor under the stock command: the run_fn shim alone)."""
         from tfx import v1 as tfx
 
         from examples.retrieval.pipeline import create_pipeline
@@ -44,7 +45,7 @@ class Wirings:
         out = self.root / uuid.uuid4().hex[:8]
         pipeline = create_pipeline(job, str(out / "root"), str(self.data), tracked=preferred, run_fn=run_fn,
                                    custom_config={"epochs": 1, "trainer_runtime": runtime}, **pipeline_args)
-        config = ({"default_image": "img"} if preferred
+        config = ({"default_image": "img"} if preferred or stock_command
                   else {"default_image": "img", "default_commands": DEFAULT_COMMANDS})
         tfx.orchestration.experimental.KubeflowV2DagRunner(
             config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(**config),
@@ -108,3 +109,45 @@ def test_platform_fault_exits_10_on_the_forwarder(wirings):
     assert status_of(run)["error"]["type"] == "TrackingUnavailableError"
     assert "During handling of the above exception" not in run.stderr
 
+
+SHIM = "trainer_runtime.tfx.run_fn.run_fn"
+
+
+def assert_shim_run(uri: str, job: str, run: TaskRun):
+    """One run, in the experiment named after the pipeline, tagged and named like TrackedExecutor's."""
+    import re
+
+    from tests.tfx.conftest import mlflow_run
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    client, mlflow = mlflow_run(uri, job)
+    tags = mlflow.data.tags
+    assert tags["tfx.component"] == "Trainer" and tags["vertex.task_name"] == "Trainer"
+    assert tags["vertex.pipeline_job_id"] == f"{job}-20261123120000"
+    assert re.fullmatch(rf"{job}-Trainer-\d{{8}}T\d{{6}}Z", mlflow.info.run_name), mlflow.info.run_name
+    status = status_of(run)
+    assert status["stage"] == "completed" and status["run_id"] == mlflow.info.run_id
+    assert "val_loss" in status["final_metrics"]
+    assert mlflow.data.metrics["val_loss"] == pytest.approx(status["final_metrics"]["val_loss"])
+    return mlflow
+
+
+def test_shim_under_default_commands_is_tracked_once(wirings, mlflow_server):
+    """default_commands swaps in TrackedExecutor, which calls the shim as the user's run_fn: the shim joins
+    that run (one preflight, one status writer) instead of opening a second one."""
+    job = f"shim{uuid.uuid4().hex[:6]}"
+    run = wirings.trainer(preferred=False, run_fn=SHIM, job=job, train_steps=6, eval_steps=1,
+                          runtime={"tracking_uri": mlflow_server.url, "run_fn": "examples.retrieval.model.run_fn"})
+    assert run.stderr.count("preflight ok") == 1, run.stderr[-3000:]
+    assert run.stderr.count("trainer_runtime.session: status: ") == 1 and "already in MLflow run" in run.stderr
+    assert_shim_run(mlflow_server.url, job, run)
+
+
+def test_shim_with_the_stock_command_gets_the_pipelines_tags(wirings, mlflow_server):
+    """The shim alone (stock executor, stock command) finds the executor's context: same tags, experiment
+    and run name as TrackedExecutor gets."""
+    job = f"shim{uuid.uuid4().hex[:6]}"
+    run = wirings.trainer(preferred=False, stock_command=True, run_fn=SHIM, job=job, train_steps=6, eval_steps=1,
+                          runtime={"tracking_uri": mlflow_server.url, "run_fn": "examples.retrieval.model.run_fn"})
+    assert "kubeflow_v2_run_executor.py" in run.stderr, "TFX's stock command ran it"
+    assert_shim_run(mlflow_server.url, job, run)

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from typing import Any, Mapping
 
 from ..config import CUSTOM_CONFIG_KEY
 from ..redact import is_secret_key
+
 
 def vertex_ids_from_output_file(output_file: str) -> dict[str, str]:
     """Vertex writes executor output to {root}/{project_number}/{job_id}/{task}_{uuid}/executor_output.json."""
@@ -68,6 +71,30 @@ def pipeline_name(executor_context: Any) -> str | None:
         return info.id
     job = vertex_ids(executor_context).get("vertex.pipeline_job_id")
     return job.rsplit("-", 1)[0] if job and "-" in job else job
+
+
+def default_run_name(pipeline: str | None, tags: Mapping[str, str], started: float) -> str:
+    """``<pipeline>-<component>-<UTC time>``, e.g. ``recommender-Trainer-20261123T120000Z``."""
+    parts = [part for part in (pipeline, tags.get("tfx.component")) if part] or ["trainer"]
+    return "-".join([*parts, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))])
+
+
+def running_executor_context() -> Any:
+    """The context of the TFX executor that is calling us, found on the call stack, or None.
+
+    For the run_fn shim, which TFX calls with FnArgs alone: the stock executor's
+    ``Do`` is on the stack, and its context says which pipeline, component and run
+    (or Vertex job and task) this is, exactly as TrackedExecutor sees it.
+    """
+    from tfx.dsl.components.base.base_executor import BaseExecutor
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, BaseExecutor):
+            return getattr(candidate, "_context", None)
+        frame = frame.f_back
+    return None
 
 
 def status_dir_for(model_run_dir: str) -> str:

@@ -88,7 +88,7 @@ class TrackedExecutor(GenericExecutor):
         def load():
             config = load_config(context.env(), fn_args.custom_config)
             warn_if_compiled_with_other_version(config)
-            return config.with_defaults(experiment_name=context.pipeline_name(ctx))
+            return config
 
         def check_model() -> None:
             if not fileio.exists(fn_args.serving_model_dir):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, NoReturn
 
 from ..config import RuntimeConfig
@@ -18,9 +19,20 @@ def train_tracked(load: Callable[[], RuntimeConfig], resolve_fn: Callable[[], Ca
                   executor_context: Any = None, after: Callable[[], None] | None = None) -> None:
     """Preflight, then ``resolve_fn()(fn_args)`` with the callback installed, then ``after()``.
 
-    A failure of user code propagates as the user's own exception (so TFX and
-    Vertex fail the task with it), after the run was marked FAILED and the status written.
+    The experiment defaults to the pipeline's name and the run's name to
+    ``<pipeline>-<component>-<UTC time>``. How a failure leaves (see ``fail``): in
+    TFX's Vertex runner, the process exits with the outcome's exit code; elsewhere a
+    failure of user code propagates as the user's own exception (so TFX fails the
+    component with it), after the run was marked FAILED and the status written.
     """
+    tags = context.tags_for(executor_context)
+    started = time.time()
+
+    def load_with_defaults() -> RuntimeConfig:
+        pipeline = context.pipeline_name(executor_context)
+        return load().with_defaults(experiment_name=pipeline,
+                                    run_name=context.default_run_name(pipeline, tags, started))
+
     def train(tracking):
         tracking.logger.log_params(context.params_for(fn_args))
         run_fn = resolve_fn()
@@ -30,8 +42,7 @@ def train_tracked(load: Callable[[], RuntimeConfig], resolve_fn: Callable[[], Ca
             after()
 
     try:
-        run_tracked(load, train, status_dir=context.status_dir_for(fn_args.model_run_dir),
-                    tags=context.tags_for(executor_context))
+        run_tracked(load_with_defaults, train, status_dir=context.status_dir_for(fn_args.model_run_dir), tags=tags)
         return
     except BaseException as exc:  # noqa: B036 - re-raised by fail(), outside this block
         failure = exc
