@@ -33,12 +33,18 @@ DEFAULT_EXPERIMENT = "trainer-runtime"
 
 
 class _Process:
-    """How this process's last run ended (one run at a time per process)."""
+    """This process's run in progress and how its last run ended (one run at a time per process)."""
 
+    active: TrackingContext | None = None
     last_outcome: outcome.Outcome | None = None
 
 
 _PROCESS = _Process()
+
+
+def active_run() -> TrackingContext | None:
+    """The run open in this process, while its training runs (a nested Trainer shim joins it)."""
+    return _PROCESS.active
 
 
 def last_outcome() -> outcome.Outcome | None:
@@ -174,6 +180,7 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
                 reporter.stage("training", heartbeat_interval=config.heartbeat_interval,
                                tracking={"state": "ok", "spool_dir": ctx.logger.spool.directory})
                 beat = Heartbeat(reporter.heartbeat, ctx.progress, config.heartbeat_interval).start()
+                _PROCESS.active = ctx
                 result = train(ctx)
             except BaseException as exc:
                 sig.closing()
@@ -192,6 +199,7 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
             close_run(ctx, reporter, decided, _budget(config, sig, deps), beat)
             return result
         finally:
+            _PROCESS.active = None
             auth.activate(None)
 
 
