@@ -97,6 +97,12 @@ def test_default_commands_exits_with_the_outcomes_code_in_json(wirings, mlflow_s
     assert failed[0]["mlflow_run_id"] == status_of(run)["run_id"]
     assert_users_exception_printed(failed[0]["message"])
     assert "Traceback" not in "\n".join(line for line in run.stderr.splitlines() if not line.startswith("{"))
+    # The forwarder set logging up before TFX loaded: Beam's import-time INFO chatter (~70 lines) is held
+    # back, TFX's own lines before the run are JSON too, and the run's lines are there once.
+    assert not [e for e in entries if e["logger"].startswith("apache_beam") and e["severity"] == "INFO"]
+    assert any(e["message"].startswith("Executor trainer_runtime.tfx.executor.TrackedExecutor do:") for e in entries)
+    for prefix in ("status: ", "MLflow run: "):
+        assert len([e for e in entries if e["message"].startswith(prefix) and e["severity"] == "INFO"]) == 1, prefix
 
 
 def test_platform_fault_exits_10_on_the_forwarder(wirings):
