@@ -77,6 +77,11 @@ FIELDS: tuple[Field, ...] = (
           "recommender-retrieval"),
     Field("run_id", envvars.MLFLOW_RUN_ID, _str, None,
           "Attach to this existing run instead of creating one.", "4f1c0d2e9b8a4c7e8f6a5b4c3d2e1f0a"),
+    Field("run_key", envvars.RUN_KEY, _str, None,
+          "Names this training across retries: a retried task continues the run tagged with this key "
+          "instead of creating another. Default: where it runs (Vertex pipeline job + task, else the "
+          "CustomJob id, else the TFX pipeline run + component); `run_id` wins over it.",
+          "vertex-pipeline/recommender-20261123120000/Trainer"),
     Field("run_name", envvars.RUN_NAME, _str, None,
           "Name of the created run. Default on a TFX Trainer: `<pipeline>-<component>-<UTC time>`.",
           "nightly-2026-11-23"),
@@ -146,6 +151,7 @@ class RuntimeConfig:
     tracking_uri: str
     experiment_name: str | None = None
     run_id: str | None = None
+    run_key: str | None = None
     run_name: str | None = None
     auth: str = "auto"
     audience: str | None = None

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import auth, logs, outcome, signals
+from . import attempts, auth, logs, outcome, signals
 from .config import RuntimeConfig
 from .errors import ConfigError
 from .closing import close_run
@@ -121,7 +121,9 @@ def open_tracking(config: RuntimeConfig, deps: Deps, tags: Mapping[str, str] | N
     client = deps.client_factory(config.tracking_uri)
     experiment_id = ensure_experiment(client, experiment_name)
     run = open_run(client, experiment_id, config.run_id, config.run_name,
-                   {**version_tags(config), **(tags or {})})
+                   {**version_tags(config), **(tags or {})},
+                   run_key=attempts.run_key(config.run_key, tags or {}, deps.env))
+    epoch_step, global_step = attempts.resume_point(run)
     if run.info.experiment_id != experiment_id:
         experiment_id = run.info.experiment_id
         experiment_name = client.get_experiment(experiment_id).name
@@ -131,7 +133,8 @@ def open_tracking(config: RuntimeConfig, deps: Deps, tags: Mapping[str, str] | N
     return TrackingContext(client=client, config=config, experiment_id=experiment_id,
                            experiment_name=experiment_name, run_id=run.info.run_id,
                            run_name=run.info.run_name, server_version=version, auth_mode=mode,
-                           identity=identity())
+                           identity=identity(), attempt=max(1, attempts.attempts_of(run)),
+                           resume_epoch_step=epoch_step, resume_global_step=global_step)
 
 
 def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[TrackingContext], Any], *,
@@ -173,7 +176,7 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
                 reporter.stage("initializing", fatal=True)
                 log.info("status: %s", reporter.status_path)
                 ctx = open_tracking(config, deps, tags)
-                reporter.run_opened(ctx.info(), ctx.server_version)
+                reporter.run_opened(ctx.info(), ctx.server_version, ctx.attempt)
                 logs.set_run_id(ctx.run_id)
                 log.info("MLflow run: %s", ctx.run_url)
                 ctx.logger  # noqa: B018 - start the spool and sender before training

@@ -43,6 +43,7 @@ def fluent_run(ctx: TrackingContext) -> Iterator[None]:
 def train_with_callback(ctx: TrackingContext, fn, *args, every_n_steps: int = 0):
     """Call user code with the Keras hook installed; record the last epoch's metrics."""
     core = CallbackCore(ctx.logger, every_n_steps)
+    core.resume(ctx.resume_epoch_step, ctx.resume_global_step)
     ctx.progress_source = core
     try:
         with keras_hook.installed(core), fluent_run(ctx):

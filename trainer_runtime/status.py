@@ -46,8 +46,10 @@ def _strict(obj: Any) -> Any:
 
 class StatusReporter:
     def __init__(self, directory: TextDir, tracking_uri: str | None = None,
-                 clock: Callable[[], str] = utc_now) -> None:
+                 clock: Callable[[], str] = utc_now, *, status_file: str = STATUS_FILE) -> None:
+        """``status_file``: another name for a replica that is not the chief (``cluster.Replica.status_file``)."""
         self.directory = directory
+        self.status_file = status_file
         self._clock = clock
         self.status: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION, "stage": None, "timestamps": {},
@@ -63,7 +65,7 @@ class StatusReporter:
 
     @property
     def status_path(self) -> str:
-        return f"{self.directory.describe()}/{STATUS_FILE}"
+        return f"{self.directory.describe()}/{self.status_file}"
 
     def stage(self, stage: str, *, fatal: bool = False, deadline: float | None = None, **fields: Any) -> None:
         """Move to ``stage`` and write the file. ``fatal``: raise StatusWriteError on failure."""
@@ -72,7 +74,7 @@ class StatusReporter:
             self.status["timestamps"][stage] = self._clock()
             self.status.update(fields)
             self.terminal = stage in TERMINAL
-            self._write(STATUS_FILE, self.status, fatal, deadline)
+            self._write(self.status_file, self.status, fatal, deadline)
 
     def heartbeat(self, progress: dict[str, Any]) -> bool:
         """Record training progress with ``heartbeat_at``; skipped once the run has ended.
@@ -82,15 +84,17 @@ class StatusReporter:
             if self.terminal:
                 return False
             self.status["progress"] = {**progress, "heartbeat_at": self._clock()}
-            self._write(STATUS_FILE, self.status, fatal=False, deadline=HEARTBEAT_WRITE_SECONDS)
+            self._write(self.status_file, self.status, fatal=False, deadline=HEARTBEAT_WRITE_SECONDS)
             return True
 
-    def run_opened(self, info: dict[str, str], server_version: str) -> None:
-        """The run exists: write mlflow_info.json first, then the status (stage initialized)."""
+    def run_opened(self, info: dict[str, str], server_version: str, attempt: int = 1) -> None:
+        """The run exists: write mlflow_info.json first, then the status (stage initialized).
+
+        ``attempt``: which attempt at this run this is (2 when a retried task reattached to it)."""
         self._write(INFO_FILE, info, fatal=False)
         self.stage("initialized", run_id=info["run_id"], experiment_id=info["experiment_id"],
                    experiment_name=info["experiment_name"], run_url=info["run_url"],
-                   tracking_uri=info["tracking_uri"], server_version=server_version)
+                   tracking_uri=info["tracking_uri"], server_version=server_version, attempt=attempt)
 
     def finish(self, stage: str, error: dict[str, Any] | None = None, *, deadline: float | None = None,
                **fields: Any) -> None:

@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import attempts
 from .config import RuntimeConfig
 from .errors import ConfigError, TrackingApiError, TrackingAuthError
 from .metrics_logger import MetricsLogger
@@ -56,30 +57,60 @@ def ensure_experiment(client: Any, name: str) -> str:
 
 
 def open_run(client: Any, experiment_id: str, run_id: str | None, run_name: str | None,
-             tags: dict[str, str]) -> Any:
-    """Create a run (or attach to ``run_id``) and read it back from the server."""
-    from mlflow.entities import RunStatus
+             tags: dict[str, str], run_key: str | None = None) -> Any:
+    """Open the run this attempt logs to and read it back from the server.
+
+    ``run_id`` (``MLFLOW_RUN_ID``) wins; else the run whose ``trainer_runtime.run_key``
+    tag is ``run_key`` in this experiment (a retried task: the first attempt opened it);
+    else a new run. An existing run is set RUNNING again, gets ``tags`` and one more
+    ``trainer_runtime.attempts``; a new one starts at 1.
+    """
+    from mlflow.entities import RunStatus, RunTag
     from mlflow.exceptions import MlflowException
 
+    run_id_given = bool(run_id)
     try:
+        existing = None
         if run_id:
             try:
-                run = client.get_run(run_id)
+                existing = client.get_run(run_id)
             except MlflowException as exc:
                 if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                     raise ConfigError(f"MLFLOW_RUN_ID={run_id} does not exist on this server",
                                       hint="unset MLFLOW_RUN_ID to create a new run, or pass an existing id"
                                       ) from exc
                 raise
-            if run.info.status != "RUNNING":
-                client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-            for key, value in tags.items():
-                client.set_tag(run_id, key, value)
-        else:
-            run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        elif run_key:
+            existing = find_run(client, experiment_id, run_key)
+        if existing is None:
+            keyed = {attempts.RUN_KEY_TAG: run_key} if run_key else {}
+            run_id = client.create_run(experiment_id, run_name=run_name,
+                                       tags={**tags, **keyed, attempts.ATTEMPTS_TAG: "1"}).info.run_id
+            return client.get_run(run_id)
+        run_id = existing.info.run_id
+        attempt = attempts.attempts_of(existing) + 1
+        if attempt > 1:
+            log.warning("attempt %d at MLflow run %s (found by %s; it was %s): continuing it", attempt, run_id,
+                        "MLFLOW_RUN_ID" if run_id_given else f"run key {run_key}", existing.info.status)
+        if existing.info.status != "RUNNING":
+            client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        tags = {**tags, attempts.ATTEMPTS_TAG: str(attempt)}
+        client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
         return client.get_run(run_id)
     except MlflowException as exc:
         raise _api_error("open the run", exc) from exc
+
+
+def find_run(client: Any, experiment_id: str, run_key: str) -> Any:
+    """The run of ``experiment_id`` tagged with ``run_key`` (the oldest, should there be several), or None."""
+    from mlflow.entities import ViewType
+
+    runs = client.search_runs([experiment_id], filter_string=attempts.search_filter(run_key),
+                              run_view_type=ViewType.ACTIVE_ONLY, max_results=10,
+                              order_by=["attributes.start_time ASC"])
+    if len(runs) > 1:
+        log.warning("%d runs carry run key %s; continuing the oldest, %s", len(runs), run_key, runs[0].info.run_id)
+    return runs[0] if runs else None
 
 
 def default_spool_dir(run_id: str) -> str:
@@ -100,6 +131,11 @@ class TrackingContext:
     server_version: str
     auth_mode: str
     identity: str | None = None
+    #: which attempt at this run this is (``attempts``): 1, or more when a retried task reattached to it
+    attempt: int = 1
+    #: where a continued run's steps go on: the first epoch step, and the global step so far
+    resume_epoch_step: int = 0
+    resume_global_step: int = 0
     #: extra fields for the terminal status (e.g. final_metrics from the Keras callback).
     extra_status: dict[str, Any] = field(default_factory=dict)
     #: what the training reports as progress (the Keras callback's core), for the heartbeat.
