@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import attempts, auth, logs, outcome, signals
+from . import attempts, auth, cluster, logs, outcome, replica, signals
 from .config import RuntimeConfig
 from .errors import ConfigError
 from .closing import close_run
@@ -146,10 +146,14 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
     on every wiring: success, user error, platform error, SIGTERM/SIGINT
     (handled here, in the main thread, for the length of the run).
 
+    In a distributed training (``TF_CONFIG``), only the chief does all that; any
+    other replica trains untracked and records its own ending (``replica.run_untracked``).
+
     Args:
         load_config: builds the config; a ConfigError is recorded like any failure.
-        train: the training, given the open TrackingContext. User code inside it
-            should be called through ``user_code.call_user``.
+        train: the training, given the open TrackingContext (a ``replica.ReplicaContext``
+            on a replica that is not the chief). User code inside it should be called
+            through ``user_code.call_user``.
         status_dir: where status goes unless the config says otherwise.
         tags: MLflow tags set when the run is created.
 
@@ -165,6 +169,13 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
     ctx: TrackingContext | None = None
     config: RuntimeConfig | None = None
     beat: Heartbeat | None = None
+    role = cluster.current(deps.env)
+    if not role.is_chief:  # a worker, ps or evaluator of a distributed training: the chief tracks the run
+        return replica.run_untracked(role, load_config, train, deps=deps,
+                                     status_dir=status_dir or default_status_dir(deps.env))
+    if role.distributed:
+        tags = {**(tags or {}), **role.tags()}
+        train = replica.chief_training(train, status_dir or default_status_dir(deps.env), deps.open_dir)
     with signals.handled(deps.clock) as sig:
         try:
             try:

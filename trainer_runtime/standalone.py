@@ -41,7 +41,13 @@ def fluent_run(ctx: TrackingContext) -> Iterator[None]:
 
 
 def train_with_callback(ctx: TrackingContext, fn, *args, every_n_steps: int = 0):
-    """Call user code with the Keras hook installed; record the last epoch's metrics."""
+    """Call user code with the Keras hook installed; record the last epoch's metrics.
+
+    On a replica that is not the chief of a distributed training (``ctx`` is a
+    ``replica.ReplicaContext``) the user code runs as it is: no callback, no run.
+    """
+    if not getattr(ctx, "tracks", True):
+        return call_user(fn, *args)
     core = CallbackCore(ctx.logger, every_n_steps)
     core.resume(ctx.resume_epoch_step, ctx.resume_global_step)
     ctx.progress_source = core

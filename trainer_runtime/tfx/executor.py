@@ -20,6 +20,7 @@ from tfx.components.trainer.executor import GenericExecutor
 from tfx.components.util import udf_utils
 from tfx.dsl.io import fileio
 
+from .. import cluster
 from ..config import load_config
 from ..errors import UserCodeError, UserCodeLoadError
 from ..user_code import functions_in, import_error
@@ -91,6 +92,8 @@ class TrackedExecutor(GenericExecutor):
             return config
 
         def check_model() -> None:
+            if not cluster.current(context.env()).is_chief:
+                return  # in a distributed training the chief writes the model (TFX leaves it to the user module)
             if not fileio.exists(fn_args.serving_model_dir):
                 original = RuntimeError("run_fn failed to generate model.")
                 raise UserCodeError(f"run_fn returned without writing a model to {fn_args.serving_model_dir}",
