@@ -42,13 +42,14 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 PYTEST_ARGS ?=
 
-.PHONY: help env lock test demo docs clean-cache bench bench-docs
+.PHONY: help env lock test demo docs clean-cache bench bench-docs reliability
 
 help:
 	@echo "make demo   run a real TFX pipeline through the runtime, tracked in MLflow"
 	@echo "make test   set up everything and run the whole test suite"
 	@echo "make lock   re-resolve requirements*.lock (TFX_VERSION=$(TFX_VERSION))"
 	@echo "make docs   regenerate the generated tables (config, exit codes) in the docs"
+	@echo "make reliability  rerun the fault suite (tests/faults) and rewrite docs/reliability.md"
 	@echo "make bench  run the benchmarks in bench/ (QUICK=1: a few minutes) and regenerate docs/performance.md"
 
 $(UV):
@@ -92,9 +93,21 @@ lock: | $(UV)
 	$(UV) pip compile $(LOCK_FLAGS) requirements-tools.in -o requirements-tools.lock
 	@echo "==> locked $$(grep -c '^[A-Za-z]' requirements.lock) runtime packages"
 
+# The fault suite (tests/faults) spends most of its ~10 minutes waiting on outages and
+# paced epochs, so a full run starts it beside the rest of the suite rather than after it.
+# With PYTEST_ARGS, exactly what they name runs.
+FAULT_LOG := $(CACHE_DIR)/fault-suite.log
 test: env
 	@echo "==> running tests"
+ifeq ($(strip $(PYTEST_ARGS)),)
+	@mkdir -p $(CACHE_DIR)
+	cd $(CURDIR) && { $(PY) -m pytest tests/faults -p no:cacheprovider > $(FAULT_LOG) 2>&1; echo $$? > $(FAULT_LOG).rc; } & \
+	main=0; cd $(CURDIR) && $(PY) -m pytest --ignore=tests/faults || main=$$?; wait; \
+	echo "==> fault suite (tests/faults):"; tail -n 40 $(FAULT_LOG); \
+	faults=$$(cat $(FAULT_LOG).rc); test $$main -eq 0 && test $$faults -eq 0
+else
 	cd $(CURDIR) && $(PY) -m pytest $(PYTEST_ARGS)
+endif
 
 demo: env
 	cd $(CURDIR) && $(PY) -m examples.demo
@@ -111,3 +124,8 @@ bench-docs: env
 
 clean-cache:
 	rm -rf $(CACHE_DIR)/venvs
+
+# The fault suite (tests/faults) rewrites docs/reliability.md from what it measures.
+# TR_FAULT_LONG_OUTAGE / TR_FAULT_TOKEN_FIT / TR_FAULT_WORKERS stretch or shrink it.
+reliability: env
+	cd $(CURDIR) && TR_WRITE_RELIABILITY=1 $(PY) -m pytest tests/faults -q $(PYTEST_ARGS)

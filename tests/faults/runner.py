@@ -1,0 +1,304 @@
+"""Run one fault scenario for real and measure it: a trainer process, its own fault proxy in
+front of the live MLflow server, a driver that injects the fault on the trainer's timeline.
+
+A scenario's row: points expected (what the trainer's epochs produced), on the server,
+in the spool the run left, lost (neither), duplicates, the training stall, the close
+time (fit returned, or the signal, to process exit), the final stage, exit code and
+tracking state, and the run's status on the server.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tests.harness import servers
+from tests.harness.control import Control
+
+REPO = Path(__file__).resolve().parents[2]
+#: the secret every open-proxy scenario carries as MLFLOW_TRACKING_TOKEN; grepped everywhere after.
+SECRET = uuid.uuid4().hex + uuid.uuid4().hex
+
+
+@dataclass
+class Shared:
+    """What every scenario uses: the live MLflow server and the harness's keys and servers."""
+
+    mlflow_url: str
+    workdir: Path
+    public_key: Path
+    interactions: Path | None = None
+    metadata: Any = None
+    gcs_proxy: Any = None
+    gcs_emulator: str | None = None
+    gcs_bucket: str | None = None
+
+
+@dataclass
+class Scenario:
+    name: str
+    drive: Callable[["Run"], None] = lambda run: None
+    tracker: str = "runtime"            # runtime | mlflow (MLflow's own MlflowCallback)
+    wiring: str = "standalone"          # standalone | executor | shim | forwarder
+    epochs: int = 8
+    epoch_seconds: float = 1.0
+    faults: dict = field(default_factory=dict)   # proxy faults before the trainer starts
+    env: dict = field(default_factory=dict)
+    auth: bool = False                  # Cloud Run stand-in: the proxy checks Google ID tokens
+    timeout: float = 600.0              # the process is killed after this (and the row says so)
+    target: str = "fit"
+    expect: dict = field(default_factory=dict)
+    #: runs after the trainer exited and was measured, with the proxy healed: (run, row)
+    after: Callable[["Run", "Row"], None] | None = None
+
+    @property
+    def slug(self) -> str:
+        name = f"{self.name} {self.tracker}" if self.tracker != "runtime" else self.name
+        return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+@dataclass
+class Row:
+    scenario: str
+    tracker: str
+    wiring: str
+    expected: int = 0
+    on_server: int = 0
+    in_spool: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    stall_s: float = 0.0
+    close_s: float | None = None
+    exit_s: float | None = None
+    stage: str | None = None
+    exit_code: int | None = None
+    tracking: str | None = None
+    run_status: str | None = None
+    notes: list[str] = field(default_factory=list)
+    status: dict | None = None
+    run_id: str | None = None
+    files: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+class Run:
+    """One scenario's trainer process and proxy, with the driver's view of its timeline."""
+
+    def __init__(self, scenario: Scenario, shared: Shared) -> None:
+        self.scenario = scenario
+        self.shared = shared
+        self.dir = shared.workdir / scenario.slug
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.status_dir = str(self.dir / "status")
+        self.spool_dir = str(self.dir / "spool")
+        self.marks_path = self.dir / "marks.jsonl"
+        self.experiment = f"faults-{scenario.slug}-{uuid.uuid4().hex[:6]}"
+        self.proxy_proc, self.proxy_url = servers.start_fault_proxy(self.dir, shared.mlflow_url,
+                                                                    shared.public_key, scenario.auth)
+        self.proxy = Control(f"{self.proxy_url}/__proxy__")
+        if scenario.faults:
+            self.proxy.set(**scenario.faults)
+        self.proc: subprocess.Popen | None = None
+        self.signal_at: float | None = None
+        self.exited_at: float | None = None
+        self.started_at = 0.0
+
+    # --- what the driver uses ---------------------------------------------------------
+    def marks(self) -> list[dict]:
+        try:
+            return [json.loads(line) for line in self.marks_path.read_text().splitlines() if line.strip()]
+        except (FileNotFoundError, ValueError):
+            return []
+
+    def wait(self, predicate: Callable[[], Any], timeout: float = 300.0, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"the trainer exited ({self.proc.returncode}) while waiting for {what}")
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.scenario.name}: no {what} after {timeout:.0f}s")
+
+    def wait_epoch(self, epoch: int, timeout: float = 300.0) -> dict:
+        return self.wait(lambda: next((m for m in self.marks() if m.get("epoch") == epoch), None),
+                         timeout, f"epoch {epoch}")
+
+    def status(self) -> dict | None:
+        """The status file, parsed strictly (a file that is not JSON raises, and fails the row)."""
+        where = self.scenario.env.get("TRAINER_RUNTIME_STATUS_DIR", self.status_dir)
+        try:
+            if where.startswith("gs://"):
+                from google.cloud import storage
+
+                os.environ["STORAGE_EMULATOR_HOST"] = self.shared.gcs_emulator or ""
+                bucket, _, prefix = where[len("gs://"):].partition("/")
+                text = storage.Client(project="test-project").bucket(bucket).blob(
+                    f"{prefix}/mlflow_status.json").download_as_text()
+            else:
+                text = Path(where, "mlflow_status.json").read_text()
+        except Exception:  # not written yet
+            return None
+        return json.loads(text, parse_constant=_reject_constant)
+
+    def send(self, signum: int) -> None:
+        self.signal_at = time.time()
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def environment(self) -> dict[str, str]:
+        sc = self.scenario
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("MLFLOW_", "TRAINER_RUNTIME_", "AIP_", "CLOUD_ML_", "FAULT_"))}
+        env.update(PYTHONPATH=str(REPO), TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3",
+                   MLFLOW_TRACKING_URI=self.proxy_url, MLFLOW_EXPERIMENT_NAME=self.experiment,
+                   FAULT_MARKS=str(self.marks_path), FAULT_EPOCHS=str(sc.epochs),
+                   FAULT_EPOCH_SECONDS=str(sc.epoch_seconds))
+        if sc.tracker == "runtime":
+            env.update(TRAINER_RUNTIME_STATUS_DIR=self.status_dir, TRAINER_RUNTIME_SPOOL_DIR=self.spool_dir,
+                       TRAINER_RUNTIME_HEARTBEAT_INTERVAL="2",
+                       TRAINER_RUNTIME_FLUSH_TIMEOUT=os.environ.get("TR_FAULT_FLUSH_TIMEOUT", "20"),
+                       TRAINER_RUNTIME_PREFLIGHT_TIMEOUT="30")
+        if not sc.auth:
+            env["MLFLOW_TRACKING_TOKEN"] = SECRET  # the open proxy ignores it; nothing may print it
+        env.update(sc.env)
+        return env
+
+    def command(self) -> list[str]:
+        sc = self.scenario
+        if sc.tracker == "mlflow":
+            return [sys.executable, "-m", "tests.faults.trainer", "peer"]
+        if sc.wiring == "standalone":
+            return [sys.executable, "-m", "trainer_runtime.cli", "run", f"tests.faults.trainer:{sc.target}"]
+        return [sys.executable, "-m", "tests.faults.tfx_wiring", sc.wiring, str(self.dir),
+                str(self.shared.interactions)]
+
+    def execute(self) -> Row:
+        sc = self.scenario
+        out = open(self.dir / "stdout.log", "w")
+        err = open(self.dir / "stderr.log", "w")
+        self.started_at = time.time()
+        self.proc = subprocess.Popen(self.command(), env=self.environment(), stdout=out, stderr=err,
+                                     cwd=str(REPO), start_new_session=True)
+        waiter = threading.Thread(target=self._wait_exit, daemon=True)
+        waiter.start()
+        notes = []
+        try:
+            sc.drive(self)
+        except Exception as exc:  # the row says the driver failed; the test fails on it
+            notes.append(f"driver: {type(exc).__name__}: {exc}")
+        waiter.join(timeout=max(1.0, sc.timeout - (time.time() - self.started_at)))
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            notes.append(f"did not exit within {sc.timeout:.0f}s; killed")
+            self.exited_at = None
+        out.close()
+        err.close()
+        self.proxy.set(reset=True)
+        row = measure(self)
+        row.notes[:0] = notes
+        if sc.after is not None:
+            try:
+                sc.after(self, row)
+            except Exception as exc:
+                row.notes.append(f"after: {type(exc).__name__}: {exc}")
+        return row
+
+    def _wait_exit(self) -> None:
+        assert self.proc is not None
+        self.proc.wait()
+        self.exited_at = time.time()
+
+    def stop(self) -> None:
+        self.proxy_proc.stop()
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"status file holds a bare {name}: not strict JSON")
+
+
+def _client(url: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(url)
+
+
+def measure(run: Run) -> Row:
+    """Count points against the real server (not the proxy), read the status and the spool."""
+    from trainer_runtime.metrics_logger import sanitize_name
+    from trainer_runtime.spool import parse
+
+    sc = run.scenario
+    row = Row(sc.name, "MLflow MlflowCallback" if sc.tracker == "mlflow" else "trainer-runtime", sc.wiring,
+              exit_code=run.proc.returncode if run.proc else None)
+    marks = run.marks()
+    epochs = [m for m in marks if "epoch" in m]
+    fit_returned = next((m["fit_returned"] for m in marks if "fit_returned" in m), None)
+    begin = run.signal_at or fit_returned
+    if run.exited_at is not None and begin:
+        row.exit_s = round(run.exited_at - begin, 2)
+    gaps = [b["t"] - a["t"] - sc.epoch_seconds for a, b in zip(epochs, epochs[1:])]
+    row.stall_s = round(max(gaps), 2) if gaps else 0.0
+    expected = {(key, m["epoch"]) for m in epochs for key in m["keys"] if not key.startswith("k0")}
+    status = run.status()
+    row.status = status
+    if status:
+        row.stage, row.run_id = status.get("stage"), status.get("run_id")
+        row.tracking = (status.get("tracking") or {}).get("state")
+        row.close_s = (status.get("tracking") or {}).get("close_seconds")
+        if sc.tracker == "runtime" and status.get("exit_code") != row.exit_code and (row.exit_code or 0) >= 0:
+            row.notes.append(f"status exit_code {status.get('exit_code')} != process {row.exit_code}")
+    peer = next((m["run_id"] for m in marks if "run_id" in m), None)
+    row.run_id = row.run_id or peer
+    if sc.tracker == "mlflow":
+        row.close_s = row.exit_s  # MLflow's end_run happens inside the process's last seconds
+    on_server: set = set()
+    client = _client(run.shared.mlflow_url)
+    if row.run_id:
+        info = client.get_run(row.run_id)
+        row.run_status = info.info.status
+        names = {key for key, _ in expected}
+        for key in names:
+            history = client.get_metric_history(row.run_id, sanitize_name(key))
+            steps = [m.step for m in history]
+            row.duplicates += len(steps) - len(set(steps))
+            on_server |= {(key, step) for step in steps}
+        row.extra["server_keys"] = len(info.data.metrics)
+    in_spool: set = set()
+    for spool_dir, names in ((run.status_dir, ("mlflow_spool.jsonl", "mlflow_spool.acked")),
+                             (run.spool_dir, ("spool.jsonl", "spool.acked"))):
+        path = Path(spool_dir, names[0])
+        if path.exists():
+            acked = Path(spool_dir, names[1])
+            content = parse(path.read_text(), acked.read_text() if acked.exists() else "")
+            in_spool |= {(r["key"], r["step"]) for r in content.pending() if r["k"] == "m"}
+            if spool_dir == run.status_dir:
+                break
+    expected_clean = {(sanitize_name(k), s) for k, s in expected}
+    on_server_clean = {(sanitize_name(k), s) for k, s in on_server}
+    row.expected = len(expected_clean)
+    row.on_server = len(expected_clean & on_server_clean)
+    row.in_spool = len((expected_clean - on_server_clean) & in_spool)
+    row.lost = row.expected - row.on_server - row.in_spool
+    row.files = [str(p) for p in run.dir.rglob("*") if p.is_file() and p.suffix in (".log", ".json", ".jsonl",
+                                                                                     ".acked")]
+    return row
+
+
+def run_scenario(scenario: Scenario, shared: Shared) -> Row:
+    run = Run(scenario, shared)
+    try:
+        return run.execute()
+    finally:
+        run.stop()

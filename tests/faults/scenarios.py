@@ -1,0 +1,185 @@
+"""The fault scenarios of the reliability table, each a real trainer process under a real fault.
+
+Budgets are configurable so a slow machine can stretch them rather than skip anything:
+``TR_FAULT_LONG_OUTAGE`` (default 300 s), ``TR_FAULT_TOKEN_FIT`` (default 180 s of training
+under 60 s ID tokens), ``TR_FAULT_FLUSH_TIMEOUT`` (the close budget, default 20 s).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.faults.runner import REPO, Run, Scenario
+
+LONG_OUTAGE = int(os.environ.get("TR_FAULT_LONG_OUTAGE", "300"))
+TOKEN_FIT = int(os.environ.get("TR_FAULT_TOKEN_FIT", "180"))
+FLUSH_TIMEOUT = float(os.environ.get("TR_FAULT_FLUSH_TIMEOUT", "20"))
+GRACE = 25.0
+WIRINGS = ("standalone", "executor", "shim", "forwarder")
+DOWN = {"drop": True}
+HEALED = {"drop": False}
+
+
+def outage(seconds: float, after_epoch: int = 1):
+    def drive(run: Run) -> None:
+        run.wait_epoch(after_epoch)
+        run.proxy.set(**DOWN)
+        time.sleep(seconds)
+        run.proxy.set(**HEALED)
+    return drive
+
+
+def healed_before_end(epochs: int):
+    def drive(run: Run) -> None:
+        run.wait_epoch(1)
+        run.proxy.set(**DOWN)
+        run.wait_epoch(epochs - 2)  # the last epoch starts with a 1 s pause: fit returns ~1 s later
+        run.proxy.set(**HEALED)
+    return drive
+
+
+def down_to_the_end(run: Run) -> None:
+    run.wait_epoch(1)
+    run.proxy.set(**DOWN)
+
+
+def sigterm(during_outage: bool):
+    def drive(run: Run) -> None:
+        run.wait(lambda: (run.status() or {}).get("stage") == "training", 600, "stage training")
+        run.wait_epoch(2, timeout=600)
+        if during_outage:
+            run.proxy.set(**DOWN)
+            run.wait_epoch(3, timeout=120)  # epoch 3's points are accepted during the outage
+        run.send(signal.SIGTERM)
+        if during_outage:  # Vertex may signal again; a second SIGTERM must not abort the close
+            time.sleep(2.0)
+            if run.proc is not None and run.proc.poll() is None:
+                run.proc.send_signal(signal.SIGTERM)
+    return drive
+
+
+def sigkill(run: Run) -> None:
+    run.wait_epoch(4)
+    time.sleep(0.5)
+    run.send(signal.SIGKILL)
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainer_runtime.cli", *args], capture_output=True, text=True,
+                          timeout=600, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def replay_twice(run: Run, row) -> None:
+    """The server is back: replay, then replay again; count the points after each."""
+    from tests.faults.runner import measure
+
+    for label in ("replay", "replay again"):
+        done = cli("replay", run.status_dir)
+        again = measure(run)
+        row.extra[label] = {"exit_code": done.returncode, "out": done.stdout.strip()[-300:],
+                            "on_server": again.on_server, "in_spool": again.in_spool, "lost": again.lost,
+                            "duplicates": again.duplicates, "run_status": again.run_status}
+
+
+def stale_then_replay(run: Run, row) -> None:
+    """After a SIGKILL the status is a stale `training`; the local spool replays what it kept."""
+    from tests.faults.runner import measure
+
+    time.sleep(5.0)  # > 2 x the 2 s heartbeat interval
+    shown = cli("status", run.status_dir)
+    row.extra["status_cmd"] = {"exit_code": shown.returncode, "out": shown.stdout[-600:]}
+    done = cli("replay", run.spool_dir)
+    again = measure(run)
+    row.extra["replay"] = {"exit_code": done.returncode, "out": done.stdout.strip()[-300:],
+                           "on_server": again.on_server, "lost": again.lost, "run_status": again.run_status}
+
+
+def many_at_once(run: Run) -> None:
+    """19 more trainers start with the first, on the same new experiment."""
+    procs = []
+    for i in range(19):
+        env = run.environment()
+        env["TRAINER_RUNTIME_STATUS_DIR"] = str(run.dir / f"status-{i}")
+        env["TRAINER_RUNTIME_SPOOL_DIR"] = str(run.dir / f"spool-{i}")
+        env["FAULT_MARKS"] = str(run.dir / f"marks-{i}.jsonl")
+        procs.append(subprocess.Popen(run.command(), env=env, cwd=str(REPO), stdout=subprocess.DEVNULL,
+                                      stderr=open(run.dir / f"stderr-{i}.log", "w")))
+    run.extra_codes = [p.wait(timeout=600) for p in procs]
+
+
+def count_runs(run: Run, row) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(run.shared.mlflow_url)
+    experiments = [e for e in client.search_experiments() if e.name == run.experiment]
+    runs = client.search_runs([experiments[0].experiment_id], max_results=100) if experiments else []
+    row.extra["runs"] = {"experiments": len(experiments), "runs": len(runs),
+                         "finished": sum(r.info.status == "FINISHED" for r in runs),
+                         "exit_codes": [row.exit_code, *getattr(run, "extra_codes", [])]}
+
+
+def scenarios(with_tfx: bool = True) -> list[Scenario]:
+    fit = FLUSH_TIMEOUT
+    items = [
+        Scenario("healthy", epochs=6, expect=dict(stage="completed", exit_code=0, tracking="ok",
+                                                  close_budget=fit)),
+        Scenario("cold start 45 s", faults={"cold_start_seconds": 45}, epochs=4,
+                 env={"TRAINER_RUNTIME_PREFLIGHT_TIMEOUT": "150"},
+                 expect=dict(stage="completed", exit_code=0, tracking="ok", close_budget=fit)),
+        Scenario("down throughout", faults=DOWN, expect=dict(stage="failed", exit_code=10)),
+        Scenario("401 from the server", faults={"status": 401}, expect=dict(stage="failed", exit_code=11)),
+        Scenario("403 from the server", faults={"status": 403}, expect=dict(stage="failed", exit_code=11)),
+        Scenario("Host-header 403", faults={"host_403": True}, expect=dict(stage="failed", exit_code=12)),
+        Scenario("outage 10 s mid-training", outage(10), epochs=20,
+                 expect=dict(stage="completed", exit_code=0, tracking="ok", close_budget=fit)),
+        Scenario("outage 60 s mid-training", outage(60), epochs=70,
+                 expect=dict(stage="completed", exit_code=0, tracking="ok", close_budget=fit)),
+        Scenario(f"outage {LONG_OUTAGE} s mid-training", outage(LONG_OUTAGE), epochs=LONG_OUTAGE + 10,
+                 timeout=LONG_OUTAGE + 300,
+                 expect=dict(stage="completed", exit_code=0, tracking="ok", close_budget=fit)),
+        Scenario("outage healed 1 s before fit returns", healed_before_end(12), epochs=12,
+                 expect=dict(stage="completed", exit_code=0, tracking="ok", close_budget=2.0)),
+        Scenario("down from epoch 2 to the end", down_to_the_end, epochs=8, after=replay_twice,
+                 expect=dict(stage="completed", exit_code=0, tracking="degraded", close_budget=fit)),
+        Scenario("SIGKILL at epoch 5", sigkill, epochs=30, after=stale_then_replay,
+                 expect=dict(stage="training", exit_code=-9)),
+        Scenario(f"ID token expiry (60 s tokens, {TOKEN_FIT} s fit)", epochs=TOKEN_FIT, auth=True,
+                 env={"TRAINER_RUNTIME_AUTH": "google"}, timeout=TOKEN_FIT + 300,
+                 expect=dict(stage="completed", exit_code=0, tracking="ok", close_budget=fit)),
+        Scenario("GCS 503 on the first status write", epochs=3,
+                 expect=dict(stage="completed", exit_code=0, tracking="ok", close_budget=fit)),
+        Scenario("20 trainers start at once on one new experiment", many_at_once, target="nothing",
+                 after=count_runs, expect=dict(stage="completed", exit_code=0, tracking="ok")),
+        Scenario("NaN/inf, invalid names, 10k distinct keys", epochs=3, env={"FAULT_EXTRA": "weird"},
+                 expect=dict(stage="completed", exit_code=0, tracking="ok", close_budget=fit)),
+    ]
+    for wiring in WIRINGS if with_tfx else WIRINGS[:1]:
+        for during in (False, True):
+            items.append(Scenario(f"SIGTERM {'during an outage' if during else 'healthy'} ({wiring})",
+                                  sigterm(during), wiring=wiring, epochs=60, timeout=600,
+                                  expect=dict(stage="killed", exit_code=143, close_budget=GRACE,
+                                              tracking="degraded" if during else "ok")))
+    for name, drive, epochs in (("outage 10 s mid-training", outage(10), 20),
+                                ("outage 60 s mid-training", outage(60), 70),
+                                ("outage healed 1 s before fit returns", healed_before_end(12), 12),
+                                ("down from epoch 2 to the end", down_to_the_end, 8)):
+        items.append(Scenario(name, drive, tracker="mlflow", epochs=epochs, timeout=480))
+    return items
+
+
+def prepare(scenario: Scenario, shared) -> Scenario:
+    """Scenario set-up that needs the session's servers."""
+    if scenario.name.startswith("ID token expiry"):
+        shared.metadata.control.set(lifetime=60, fail_status=None, reset_stats=True)
+    if scenario.name.startswith("GCS 503"):
+        prefix = f"faults/{int(time.time() * 1000)}"
+        scenario.env.update(TRAINER_RUNTIME_STATUS_DIR=f"gs://{shared.gcs_bucket}/{prefix}",
+                            STORAGE_EMULATOR_HOST=shared.gcs_proxy.url)
+        shared.gcs_proxy.control.set(reset=True)
+        shared.gcs_proxy.control.set(fail_next=1)
+        scenario.expect["gcs_prefix"] = prefix
+    return scenario
