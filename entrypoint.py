@@ -3,7 +3,9 @@
 
 - With ``--executor_class_path`` (how TFX's KubeflowV2DagRunner calls every
   component): forward to TFX's kubeflow_v2_run_executor, swapping in the
-  tracked Trainer executor and leaving every other component untouched.
+  tracked Trainer executor (and the tracked Vertex AI Training launcher) and
+  leaving every other component untouched; with ``tfx.scripts.run_executor``'s
+  arguments (``--inputs`` …), forward there, swapping only the Trainer executor.
 - Otherwise: the `trainer-runtime` CLI (``run pkg.mod:fn``, ``doctor``, ``--version``).
 """
 import sys

@@ -29,6 +29,7 @@ def compile_snippet(index: int, tmp_path: Path, data: Path, uri: str, monkeypatc
             .replace("gs://my-bucket/pipeline-root", str(tmp_path / "root"))
             .replace("gs://my-bucket/interactions", str(data))
             .replace("gs://my-bucket/code/model.py", str(REPO / "examples" / "retrieval" / "model.py"))
+            .replace("gs://my-bucket/code/distributed_model.py", str(REPO / "examples" / "distributed" / "model.py"))
             .replace("https://mlflow-abc123-uc.a.run.app", uri)
             .replace('"experiment_name": "recommender"', f'"experiment_name": "{experiment}"')
             .replace('experiment_name="recommender"', f'experiment_name="{experiment}"'))
@@ -41,8 +42,9 @@ def _env() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRAINER_RUNTIME_"))}
 
 
-def test_guide_has_both_snippets():
-    assert len(snippets()) == 2
+def test_guide_has_all_four_snippets():
+    """Two wirings, each for the single-machine Trainer and for Vertex AI Training worker pools."""
+    assert len(snippets()) == 4
 
 
 def _assert_vertex_run(uri: str, experiment: str, trainer_run, epochs=3):
@@ -105,3 +107,99 @@ def test_default_commands_snippet_wraps_only_the_trainer(mlflow_server, interact
     trainer_run = vertex.run("Trainer", _env())
     assert "Executor trainer_runtime.tfx.executor.TrackedExecutor do:" in trainer_run.stderr
     _assert_vertex_run(mlflow_server.url, experiment, trainer_run)
+
+
+class VertexTrainingReplay(LocalVertex):
+    """Tasks run under the stand-in Vertex JobService (tests/harness/vertex_training.py): no Vertex API is
+    reachable here, so the CustomJob a Trainer task submits is recorded and its replicas run as local processes."""
+
+    def command_for(self, argv: list[str]) -> list[str]:
+        python, *rest = super().command_for(argv)
+        return [python, "-m", "tests.harness.vertex_training", *rest]
+
+
+def _training_env(jobs: Path, run: bool = True) -> dict:
+    from tests.harness.vertex_training import DIRECTORY_ENV, RUN_ENV
+
+    return {**_env(), "PYTHONPATH": str(REPO), DIRECTORY_ENV: str(jobs), RUN_ENV: "1" if run else "0"}
+
+
+TRACKED = "trainer_runtime.tfx.executor.TrackedExecutor"
+TRACKED_LAUNCHER = "trainer_runtime.tfx.vertex_training.TrackedVertexTrainingExecutor"
+RUN_KEY = "vertex-pipeline/recommender-20261123120000/Trainer"
+
+
+def _assert_custom_job(jobs: Path) -> dict:
+    """The one CustomJob the Trainer task submitted: the chief and 2 workers, TrackedExecutor on each."""
+    from tests.harness.vertex_training import captured_jobs
+
+    [job] = captured_jobs(jobs)
+    assert job["parent"] == "projects/my-project/locations/us-central1"
+    assert job["api_endpoint"] == "us-central1-aiplatform.googleapis.com"
+    spec = job["custom_job"]["job_spec"]
+    assert spec["service_account"] == "pipelines@my-project.iam.gserviceaccount.com"
+    pools = spec["worker_pool_specs"]
+    assert [int(p["replica_count"]) for p in pools] == [1, 2]
+    for pool in pools:
+        container = pool["container_spec"]
+        assert container["image_uri"] == IMAGE
+        assert container["command"][:5] == ["python", "-m", "tfx.scripts.run_executor", "--executor_class_path",
+                                            TRACKED]
+        assert {e["name"]: e["value"] for e in container["env"]} == {
+            "TRAINER_RUNTIME_RUN_KEY": RUN_KEY, "MLFLOW_EXPERIMENT_NAME": "recommender"}
+    return job
+
+
+def test_vertex_training_snippet_makes_one_run_of_three_replicas(mlflow_server, interactions, tmp_path,
+                                                                  monkeypatch):
+    """Compiled, then the Trainer task launches its CustomJob (chief + 2 workers) and the replicas run here."""
+    spec, experiment = compile_snippet(2, tmp_path, interactions, mlflow_server.url, monkeypatch)
+    trainer = spec["deploymentSpec"]["executors"]["Trainer_executor"]["container"]
+    assert trainer["image"] == IMAGE and TRACKED_LAUNCHER in trainer["args"]
+    assert "kubeflow_v2_run_executor" in " ".join(trainer["command"]), "stock command, no entrypoint needed"
+
+    vertex = VertexTrainingReplay(spec, tmp_path / "vertex-root")
+    jobs = tmp_path / "jobs"
+    gen = vertex.run("CsvExampleGen", _training_env(jobs))
+    assert gen.returncode == 0, gen.stderr[-4000:]
+    trainer_run = vertex.run("Trainer", _training_env(jobs))
+    replica_logs = "\n".join(p.read_text()[-2000:] for p in sorted(jobs.rglob("*.log")))
+    assert trainer_run.returncode == 0, trainer_run.stderr[-3000:] + replica_logs
+    _assert_custom_job(jobs)
+
+    client, run = mlflow_run(mlflow_server.url, experiment)
+    assert run.info.status == "FINISHED"
+    for key in ("loss", "top_5_accuracy", "val_loss", "val_top_5_accuracy"):
+        assert history_steps(client, run.info.run_id, key) == [0, 1, 2], key
+    tags = run.data.tags
+    assert (tags["tf.cluster.chief"], tags["tf.cluster.workers"], tags["tf.cluster.tracked_by"]) == ("1", "2",
+                                                                                                  "chief-0")
+    assert tags["trainer_runtime.run_key"] == RUN_KEY and tags["trainer_runtime.attempts"] == "1"
+    outputs = trainer_run.executor_input["outputs"]["artifacts"]
+    status_dir = Path(outputs["model_run"]["artifacts"][0]["uri"] + "-mlflow")
+    assert sorted(p.name for p in status_dir.iterdir()) == [
+        "mlflow_info.json", "mlflow_status.json", "mlflow_status.worker-0.json", "mlflow_status.worker-1.json"]
+    assert json.loads((status_dir / "mlflow_status.json").read_text())["run_id"] == run.info.run_id
+    for name in ("worker-0", "worker-1"):
+        assert json.loads((status_dir / f"mlflow_status.{name}.json").read_text())["stage"] == "completed"
+    assert Path(outputs["model"]["artifacts"][0]["uri"], "Format-Serving", "saved_model.pb").exists()
+
+
+def test_vertex_training_default_commands_snippet_swaps_the_launcher(mlflow_server, interactions, tmp_path,
+                                                                      monkeypatch):
+    """The forwarder swaps the extension's launcher for the tracked one, which submits the same CustomJob as
+    above (recorded, not run: the previous test runs such a job's replicas)."""
+    spec, _ = compile_snippet(3, tmp_path, interactions, mlflow_server.url, monkeypatch)
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert executor["container"]["command"] == ["python", "/opt/trainer-runtime/entrypoint.py"]
+    trainer = spec["deploymentSpec"]["executors"]["Trainer_executor"]["container"]
+    assert "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor" in trainer["args"]
+
+    vertex = VertexTrainingReplay(spec, tmp_path / "vertex-root")
+    jobs = tmp_path / "jobs"
+    gen = vertex.run("CsvExampleGen", _training_env(jobs))
+    assert gen.returncode == 0, gen.stderr[-4000:]
+    trainer_run = vertex.run("Trainer", _training_env(jobs, run=False))
+    assert trainer_run.returncode == 0, trainer_run.stderr[-4000:]
+    assert f"with executor {TRACKED_LAUNCHER}" in trainer_run.stderr
+    _assert_custom_job(jobs)
