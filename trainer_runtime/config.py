@@ -68,6 +68,18 @@ def _number(kind: type, minimum: float) -> Callable[[Any], Any]:
     return parse
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in _TRUE + _FALSE:
+        raise ValueError(f"must be one of {', '.join(_TRUE + _FALSE)}")
+    return text in _TRUE
+
+
 FIELDS: tuple[Field, ...] = (
     Field("tracking_uri", envvars.MLFLOW_TRACKING_URI, _str, None,
           "MLflow server root URL (required). Cloud Run: the service URL.",
@@ -136,6 +148,10 @@ FIELDS: tuple[Field, ...] = (
     Field("compiled_with", envvars.COMPILED_WITH, _str, None,
           "The trainer_runtime version the pipeline was compiled with; `trainer_runtime.tfx.runtime_config()` "
           "sets it. A different version in the image logs a warning.", "0.1.0"),
+    Field("track_trials", envvars.TRACK_TRIALS, _bool, True,
+          "On a Tuner (`TrackedTunerExecutor`): each KerasTuner trial as a nested MLflow run (its `hp.*` "
+          "params, per-epoch metrics, score). Off: only the search's own run, with the best "
+          "hyperparameters and each trial's score.", "false"),
 )
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
 FIELD_BY_ENV = {f.env: f for f in FIELDS}
@@ -170,6 +186,7 @@ class RuntimeConfig:
     run_fn: str | None = None
     image_version: str | None = None
     compiled_with: str | None = None
+    track_trials: bool = True
     #: "token" or "basic" when MLflow's own credentials are in the environment.
     mlflow_credentials: str | None = None
     #: field name -> where its value came from ("flag --x", "custom_config", "env X", "default").

@@ -19,6 +19,7 @@ from .redact import redact
 
 LOG_BATCH = "/api/2.0/mlflow/runs/log-batch"
 UPDATE_RUN = "/api/2.0/mlflow/runs/update"
+CREATE_RUN = "/api/2.0/mlflow/runs/create"
 
 
 class SendError(Exception):
@@ -59,7 +60,14 @@ class MlflowRest:
     def update_run(self, run_id: str, status: str, end_time_ms: int, timeout: float) -> None:
         self._post(UPDATE_RUN, {"run_id": run_id, "status": status, "end_time": end_time_ms}, timeout)
 
-    def _post(self, endpoint: str, body: dict, timeout: float) -> None:
+    def create_run(self, experiment_id: str, run_name: str, tags: dict[str, str], start_time_ms: int,
+                   timeout: float) -> str:
+        """A new RUNNING run (a Tuner's trial, nested by its ``mlflow.parentRunId`` tag); its id."""
+        body = {"experiment_id": experiment_id, "run_name": run_name, "start_time": start_time_ms,
+                "tags": [{"key": key, "value": value} for key, value in tags.items()]}
+        return self._post(CREATE_RUN, body, timeout)["run"]["info"]["run_id"]
+
+    def _post(self, endpoint: str, body: dict, timeout: float) -> dict:
         from mlflow.exceptions import MlflowException, RestException
         from mlflow.utils.rest_utils import http_request, verify_rest_response
 
@@ -68,6 +76,7 @@ class MlflowRest:
                                     timeout=max(0.1, timeout), data=json.dumps(body),
                                     extra_headers={"Content-Type": "application/json"})
             verify_rest_response(response, endpoint)
+            return json.loads(response.text or "{}")
         except RestException as exc:
             code = exc.error_code
             raise SendError(f"{endpoint}: {code}: {_first_line(exc)}",
@@ -75,7 +84,7 @@ class MlflowRest:
                             retryable=code != "RESOURCE_DOES_NOT_EXIST") from exc
         except MlflowException as exc:
             raise SendError(f"{endpoint}: {_first_line(exc)}") from exc
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a body that is not JSON (a proxy's page)
             raise SendError(f"{endpoint}: {type(exc).__name__}: {_first_line(exc)}") from exc
 
 

@@ -97,6 +97,19 @@ def running_executor_context() -> Any:
     return None
 
 
+def running_executor_inputs() -> Any:
+    """The ``input_dict`` of the TFX executor's ``Do`` that is calling us (found like
+    ``running_executor_context``), or None: for the run_fn shim, which sees only FnArgs."""
+    from tfx.dsl.components.base.base_executor import BaseExecutor
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        if isinstance(frame.f_locals.get("self"), BaseExecutor) and "input_dict" in frame.f_locals:
+            return frame.f_locals["input_dict"]
+        frame = frame.f_back
+    return None
+
+
 def status_dir_for(model_run_dir: str) -> str:
     """Next to the model_run output: ``<model_run>-mlflow``.
 

@@ -24,26 +24,28 @@ from .. import cluster
 from ..config import load_config
 from ..errors import UserCodeError, UserCodeLoadError
 from ..user_code import functions_in, import_error
-from . import context
+from . import context, tuner_link
 from .compat import warn_if_compiled_with_other_version
 from .tracked import train_tracked
 
 log = logging.getLogger(__name__)
 
 
-def resolve_run_fn(exec_properties: Dict[str, Any]):
-    """udf_utils.get_fn, with its failures turned into UserCodeLoadError that say what is there."""
+def resolve_run_fn(exec_properties: Dict[str, Any], fn_key: str = "run_fn"):
+    """udf_utils.get_fn, with its failures turned into UserCodeLoadError that say what is there.
+
+    ``fn_key``: the component's function, ``run_fn`` (Trainer) or ``tuner_fn`` (Tuner)."""
     target = (exec_properties.get("module_path") or exec_properties.get("module_file")
-              or exec_properties.get("run_fn") or "<none>")
+              or exec_properties.get(fn_key) or "<none>")
     try:
-        return udf_utils.get_fn(exec_properties, "run_fn")
+        return udf_utils.get_fn(exec_properties, fn_key)
     except AttributeError as exc:
-        module = _module_of(exec_properties)
+        module = _module_of(exec_properties, fn_key)
         found = ", ".join(functions_in(module)) if module else "?"
-        module_name, fn_name = _names(exec_properties)
+        module_name, fn_name = _names(exec_properties, fn_key)
         raise UserCodeLoadError(f"module {module_name!r} has no {fn_name!r}; found: {found}",
-                                hint=f"define {fn_name}(fn_args) in your module, or point the Trainer's "
-                                     "run_fn at the right function") from exc
+                                hint=f"define {fn_name}(fn_args) in your module, or point the component's "
+                                     f"{fn_key} at the right function") from exc
     except ImportError as exc:
         cause = exc.__cause__ or exc
         raise import_error(str(target), cause) from cause
@@ -51,17 +53,17 @@ def resolve_run_fn(exec_properties: Dict[str, Any]):
         raise import_error(str(target), exc) from exc
 
 
-def _names(exec_properties: Dict[str, Any]) -> tuple[str, str]:
-    """(module, function) the Trainer asked for, for messages."""
-    fn = exec_properties.get("run_fn")
+def _names(exec_properties: Dict[str, Any], fn_key: str = "run_fn") -> tuple[str, str]:
+    """(module, function) the component asked for, for messages."""
+    fn = exec_properties.get(fn_key)
     module = exec_properties.get("module_path") or exec_properties.get("module_file")
     if module:
-        return str(module).split("@")[0], fn or "run_fn"
+        return str(module).split("@")[0], fn or fn_key
     module, _, name = (fn or "?").rpartition(".")
     return module, name
 
 
-def _module_of(exec_properties: Dict[str, Any]):
+def _module_of(exec_properties: Dict[str, Any], fn_key: str = "run_fn"):
     """The user's module, already imported by TFX's failed lookup, to list what it has."""
     import sys
 
@@ -72,8 +74,8 @@ def _module_of(exec_properties: Dict[str, Any]):
             if getattr(module, "__file__", None) and os.path.basename(module.__file__) == name + ".py":
                 return module
     module_path = (exec_properties.get("module_path") or "").split("@")[0]
-    if not module_path and exec_properties.get("run_fn"):
-        module_path = exec_properties["run_fn"].rpartition(".")[0]
+    if not module_path and exec_properties.get(fn_key):
+        module_path = exec_properties[fn_key].rpartition(".")[0]
     return sys.modules.get(module_path)
 
 
@@ -99,6 +101,7 @@ class TrackedExecutor(GenericExecutor):
                 raise UserCodeError(f"run_fn returned without writing a model to {fn_args.serving_model_dir}",
                                     hint="save the model to fn_args.serving_model_dir") from original
 
-        train_tracked(load, lambda: resolve_run_fn(exec_properties), fn_args, ctx, after=check_model)
+        train_tracked(load, lambda: resolve_run_fn(exec_properties), fn_args, ctx, after=check_model,
+                      extra_tags=tuner_link.tags_from_inputs(input_dict))
         log.info("Training complete. Model written to %s. ModelRun written to %s",
                  fn_args.serving_model_dir, fn_args.model_run_dir)

@@ -19,7 +19,7 @@ from ..config import load_config
 from ..errors import ConfigError
 from ..session import active_run
 from ..user_code import load_function
-from . import context
+from . import context, tuner_link
 from .tracked import train_tracked
 
 log = logging.getLogger(__name__)
@@ -49,4 +49,5 @@ def run_fn(fn_args: Any) -> None:
         state["run_fn"] = config.run_fn
         return config
 
-    train_tracked(load, lambda: load_function(state["run_fn"]), fn_args, context.running_executor_context())
+    train_tracked(load, lambda: load_function(state["run_fn"]), fn_args, context.running_executor_context(),
+                  extra_tags=tuner_link.tags_from_inputs(context.running_executor_inputs()))

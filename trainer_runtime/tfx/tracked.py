@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Mapping, NoReturn
 
 from ..config import RuntimeConfig
 from ..errors import EXIT_CODES, UserCodeError
@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def train_tracked(load: Callable[[], RuntimeConfig], resolve_fn: Callable[[], Callable[..., Any]], fn_args: Any,
-                  executor_context: Any = None, after: Callable[[], None] | None = None) -> None:
+                  executor_context: Any = None, after: Callable[[], None] | None = None,
+                  extra_tags: Mapping[str, str] | None = None) -> None:
     """Preflight, then ``resolve_fn()(fn_args)`` with the callback installed, then ``after()``.
 
     The experiment defaults to the pipeline's name and the run's name to
@@ -25,7 +26,7 @@ def train_tracked(load: Callable[[], RuntimeConfig], resolve_fn: Callable[[], Ca
     failure of user code propagates as the user's own exception (so TFX fails the
     component with it), after the run was marked FAILED and the status written.
     """
-    tags = context.tags_for(executor_context)
+    tags = {**context.tags_for(executor_context), **(extra_tags or {})}
     started = time.time()
 
     def load_with_defaults() -> RuntimeConfig:
@@ -49,7 +50,7 @@ def train_tracked(load: Callable[[], RuntimeConfig], resolve_fn: Callable[[], Ca
     fail(failure)
 
 
-def fail(exc: BaseException) -> NoReturn:
+def fail(exc: BaseException, component: str = "Trainer") -> NoReturn:
     """Leave a failed Trainer run, outside any ``except`` block, so nothing chains onto the user's error.
 
     - A ``SystemExit`` (``Killed`` after a signal, ``sys.exit`` in user code) goes on as it is.
@@ -64,7 +65,7 @@ def fail(exc: BaseException) -> NoReturn:
     decided = last_outcome()
     if decided is not None and decided.exit_code and runs_in_vertex_runner():
         meaning = EXIT_CODES.get(decided.exit_code, ("", "see the status file"))[1]
-        log.error("the Trainer failed; exit code %d (%s)", decided.exit_code, meaning,
+        log.error("the %s failed; exit code %d (%s)", component, decided.exit_code, meaning,
                   exc_info=(type(shown), shown, shown.__traceback__))
         raise SystemExit(decided.exit_code)
     raise shown

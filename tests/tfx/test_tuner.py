@@ -1,0 +1,119 @@
+"""Real TFX and KerasTuner: LocalDagRunner runs CsvExampleGen -> Tuner (TrackedTunerExecutor, 2 trials of a
+tiny Keras 3 classifier) -> Trainer (TrackedExecutor, the best hyperparameters), against the live MLflow
+server: one run for the search with a nested run per trial, and the Trainer's run linked to it."""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.tfx.conftest import history_steps
+
+pytestmark = pytest.mark.slow
+MODULE = "examples.retrieval.tuning"
+
+
+def run_pipeline(tmp_path: Path, data: Path, uri: str, *, tuner_fn: str = f"{MODULE}.tuner_fn",
+                 runtime: dict | None = None) -> tuple[str, Path]:
+    """CsvExampleGen -> Tuner -> Trainer on LocalDagRunner; returns (experiment, pipeline root)."""
+    from tfx import v1 as tfx
+
+    from examples.retrieval.pipeline import create_pipeline
+
+    experiment = f"tuner-{uuid.uuid4().hex[:8]}"
+    custom = {"epochs": 2, "trials": 2,
+              "trainer_runtime": {"tracking_uri": uri, "experiment_name": experiment, **(runtime or {})}}
+    root = tmp_path / "root"
+    pipeline = create_pipeline(f"tune-{uuid.uuid4().hex[:6]}", str(root), str(data), run_fn=f"{MODULE}.run_fn",
+                               tuner_fn=tuner_fn, custom_config=custom, train_steps=8, eval_steps=2,
+                               metadata_path=str(tmp_path / "metadata.sqlite"))
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+    return experiment, root
+
+
+def runs_by_role(uri: str, experiment: str):
+    """(client, the search's run, its trial runs by name, every other run)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    parents = [r for r in runs if r.data.tags.get("trainer_runtime.role") == "tuner"]
+    assert len(parents) == 1, [r.data.tags for r in runs]
+    parent = parents[0]
+    trials = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    others = [r for r in runs if r is not parent and r.info.run_name not in trials]
+    return client, parent, trials, others
+
+
+def tuner_status(root: Path) -> dict:
+    found = sorted(root.glob("Tuner/best_hyperparameters/*-mlflow/mlflow_status.json"))
+    assert len(found) == 1, found
+    return json.loads(found[0].read_text())
+
+
+def test_trials_are_nested_runs_and_the_trainer_is_linked(mlflow_server, interactions, tmp_path, tmp_env):
+    experiment, root = run_pipeline(tmp_path, interactions, mlflow_server.url)
+    client, parent, trials, others = runs_by_role(mlflow_server.url, experiment)
+
+    assert sorted(trials) == ["trial-0", "trial-1"]
+    scores = {}
+    for name, trial in trials.items():
+        assert trial.info.status == "FINISHED", name
+        assert set(trial.data.params) >= {"hp.embedding_dim", "hp.learning_rate", "keras.epochs"}
+        for metric in ("loss", "val_loss", "accuracy"):
+            assert history_steps(client, trial.info.run_id, metric) == [0, 1], (name, metric)
+        val_loss = [m.value for m in client.get_metric_history(trial.info.run_id, "val_loss")]
+        assert trial.data.metrics["score"] == pytest.approx(min(val_loss))  # the oracle's objective, "min"
+        scores[trial.data.tags["trainer_runtime.trial_id"]] = trial.data.metrics["score"]
+    assert trials["trial-0"].data.params != trials["trial-1"].data.params, "two different points of the space"
+
+    assert parent.info.status == "FINISHED" and parent.data.tags["tfx.component"] == "Tuner"
+    best_id = min(scores, key=scores.get)
+    best = trials[f"trial-{best_id}"]
+    assert parent.data.params["best.trial_id"] == best_id
+    assert parent.data.metrics["best.score"] == pytest.approx(scores[best_id])
+    assert parent.data.tags["trainer_runtime.best_trial_run_id"] == best.info.run_id
+    best_hp = {k[len("best."):]: v for k, v in parent.data.params.items() if k.startswith("best.hp.")}
+    assert best_hp == {k: v for k, v in best.data.params.items() if k.startswith("hp.")}
+    assert parent.data.metrics["trials.count"] == 2 and parent.data.metrics["trials.completed"] == 2
+    assert history_steps(client, parent.info.run_id, "trial_score") == [0, 1]
+    assert parent.data.params["tuner.objective"] == "val_loss" and parent.data.params["tuner.max_trials"] == "2"
+    assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["best_hyperparameters.json"]
+
+    status = tuner_status(root)
+    assert status["stage"] == "completed" and status["run_id"] == parent.info.run_id
+    assert status["trials"]["state"] == "ok" and status["trials"]["count"] == 2
+    assert status["trials"]["runs"] == {tid: trials[f"trial-{tid}"].info.run_id for tid in ("0", "1")}
+    assert status["best"]["trial_id"] == best_id
+
+    assert len(others) == 1, [r.info.run_name for r in others]
+    trainer = others[0]
+    assert trainer.info.status == "FINISHED" and trainer.data.tags["tfx.component"] == "Trainer"
+    assert trainer.data.tags["trainer_runtime.tuner_run_id"] == parent.info.run_id
+    assert {k: v for k, v in trainer.data.params.items() if k.startswith("hp.")} == best_hp
+    # TFX's own output is untouched: one file in the dir (the Trainer refuses more), the run id on the artifact.
+    outputs = [p for p in root.glob("Tuner/best_hyperparameters/*/*") if not p.parent.name.endswith("-mlflow")]
+    assert [p.name for p in outputs] == ["best_hyperparameters.txt"]
+
+
+def test_a_trial_whose_fit_raises_is_a_failed_run_and_the_search_goes_on(mlflow_server, interactions, tmp_path,
+                                                                         tmp_env):
+    """KerasTuner marks the trial failed and goes on (fewer than 3 failures in a row): the Tuner succeeds with
+    the other trial's hyperparameters, as it would untracked."""
+    experiment, root = run_pipeline(tmp_path, interactions, mlflow_server.url,
+                                    tuner_fn=f"{MODULE}.tuner_fn_with_failing_trial")
+    client, parent, trials, _ = runs_by_role(mlflow_server.url, experiment)
+    assert {name: run.info.status for name, run in trials.items()} == {"trial-0": "FAILED", "trial-1": "FINISHED"}
+    failed = trials["trial-0"]
+    assert "ValueError: trial fit failed on purpose" in failed.data.tags["trainer_runtime.trial_error"]
+    assert failed.data.tags["trainer_runtime.trial_status"] == "FAILED" and "score" not in failed.data.metrics
+    assert "hp.embedding_dim" in failed.data.params
+    assert parent.info.status == "FINISHED" and parent.data.params["best.trial_id"] == "1"
+    assert parent.data.metrics["trials.failed"] == 1 and parent.data.metrics["trials.completed"] == 1
+    status = tuner_status(root)
+    assert status["stage"] == "completed" and status["trials"]["failed"] == 1
+    written = json.loads(next(root.glob("Tuner/best_hyperparameters/*/best_hyperparameters.txt")).read_text())
+    assert {f"best.hp.{k}": str(v) for k, v in written["values"].items()} == {
+        k: v for k, v in parent.data.params.items() if k.startswith("best.hp.")}
