@@ -150,15 +150,21 @@ class Checker:
     auth: AuthContext
     deadline: Deadline
     request_timeout: float = 30.0
+    #: between tries after an HTTP answer that says "later" (429, 502-504)
     backoff: Backoff = Backoff()
+    #: between tries of /health, and of any call that got no answer (refused, timed out): a cheap
+    #: poll, so training starts within about a second of a cold server turning healthy
+    poll: Backoff = Backoff(initial=0.25, factor=2.0, maximum=1.0)
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random | None = None
+    #: seconds between the warnings of one waiting check (the first few tries are always logged)
+    log_every: float = 10.0
 
     def get(self, endpoint: str, what: str) -> Reply:
         """GET until it is 'ok', raising a typed error when it cannot be."""
-        attempts = self.backoff.max_attempts(self.deadline.seconds)
-        delays = self.backoff.delays(self.rng)
-        attempt = 0
+        attempts = self.poll.max_attempts(self.deadline.seconds)
+        delays, polls = self.backoff.delays(self.rng), self.poll.delays(self.rng)
+        attempt, logged_at = 0, None
         while True:
             attempt += 1
             timeout = max(0.1, min(self.request_timeout, self.deadline.remaining()))
@@ -172,15 +178,19 @@ class Checker:
                 raise verdict
             reason = verdict.split(":", 1)[1]
             remaining = self.deadline.remaining()
-            log.warning("%s attempt %s of %s: %s (%.0fs of %.0fs budget left)", what, attempt, attempts,
-                        reason, remaining, self.deadline.seconds)
+            if attempt <= 3 or logged_at is None or self.deadline.elapsed() - logged_at >= self.log_every \
+                    or remaining <= 0:
+                logged_at = self.deadline.elapsed()
+                log.warning("%s attempt %s of at most %s: %s (%.0fs of %.0fs budget left)", what, attempt,
+                            attempts, reason, remaining, self.deadline.seconds)
             if remaining <= 0:
                 raise TrackingUnavailableError(
                     f"{self.uri} did not answer {endpoint} within the {self.deadline.seconds:.0f}s preflight "
                     f"budget ({attempt} attempts; last: {reason})",
                     hint="check that the server is up (Cloud Run: its logs and min-instances), or raise "
                          "TRAINER_RUNTIME_PREFLIGHT_TIMEOUT if cold starts take longer")
-            self.sleep(min(next(delays), remaining))
+            fast = reply.status is None or endpoint == "/health"
+            self.sleep(min(next(polls if fast else delays), remaining))
 
 
 def check_server(checker: Checker, experiment_name: str) -> str:
