@@ -3,9 +3,10 @@
 
 - With ``--executor_class_path`` (how TFX's KubeflowV2DagRunner calls every
   component): forward to TFX's kubeflow_v2_run_executor, swapping in the
-  tracked Trainer executor (and the tracked Vertex AI Training launcher) and
+  tracked Trainer executor (the tracked Vertex AI Training launcher, the
+  tracked Tuner executor) and
   leaving every other component untouched; with ``tfx.scripts.run_executor``'s
-  arguments (``--inputs`` …), forward there, swapping only the Trainer executor.
+  arguments (``--inputs`` …), forward there, swapping only the Trainer and Tuner executors.
 - Otherwise: the `trainer-runtime` CLI (``run pkg.mod:fn``, ``doctor``, ``--version``).
 """
 import sys

@@ -117,3 +117,54 @@ def test_a_trial_whose_fit_raises_is_a_failed_run_and_the_search_goes_on(mlflow_
     written = json.loads(next(root.glob("Tuner/best_hyperparameters/*/best_hyperparameters.txt")).read_text())
     assert {f"best.hp.{k}": str(v) for k, v in written["values"].items()} == {
         k: v for k, v in parent.data.params.items() if k.startswith("best.hp.")}
+
+
+def test_the_forwarder_swaps_the_stock_tuner_only():
+    from trainer_runtime.tfx.vertex import STOCK_TUNER, TRACKED_TUNER, rewrite
+    import trainer_runtime.tfx.tuner as module
+
+    assert TRACKED_TUNER == f"{module.__name__}.{module.TrackedTunerExecutor.__name__}"
+    for runner_args in (["--json_serialized_invocation_args", "{}"], ["--inputs", "{}", "--outputs", "{}"]):
+        assert rewrite(["--executor_class_path", STOCK_TUNER, *runner_args]) == \
+            ["--executor_class_path", TRACKED_TUNER, *runner_args]
+    extension = "tfx.extensions.google_cloud_ai_platform.tuner.executor.Executor"
+    assert rewrite(["--executor_class_path", extension]) == ["--executor_class_path", extension]
+
+
+def test_default_commands_on_the_vertex_replay_track_the_tuner_and_link_the_trainer(mlflow_server, interactions,
+                                                                                    tmp_path):
+    """KubeflowV2DagRunner with default_commands compiles the stock Tuner and Trainer executors; the forwarder
+    runs TrackedTunerExecutor and TrackedExecutor under kubeflow_v2_run_executor with the replayed
+    ExecutorInput, and the run id reaches the Trainer through the artifact's metadata."""
+    from tfx import v1 as tfx
+
+    from examples.retrieval.pipeline import create_pipeline
+    from tests.harness.vertex_local import LocalVertex, load_spec
+    from tests.tfx.test_vertex_wirings import DEFAULT_COMMANDS, env
+
+    experiment, job = f"tuner-{uuid.uuid4().hex[:8]}", f"tune{uuid.uuid4().hex[:6]}"
+    custom = {"epochs": 1, "trials": 2, "trainer_runtime": {"tracking_uri": mlflow_server.url,
+                                                            "experiment_name": experiment}}
+    pipeline = create_pipeline(job, str(tmp_path / "root"), str(interactions), run_fn=f"{MODULE}.run_fn",
+                               tuner_fn=f"{MODULE}.tuner_fn", custom_config=custom, train_steps=4, eval_steps=1,
+                               tracked=False)
+    tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image="img",
+                                                                        default_commands=DEFAULT_COMMANDS),
+        output_dir=str(tmp_path), output_filename="p.json").run(pipeline)
+    spec = load_spec(tmp_path / "p.json")
+    executors = json.dumps(spec["deploymentSpec"]["executors"])
+    assert "tfx.components.tuner.executor.Executor" in executors and "TrackedTunerExecutor" not in executors
+    vertex = LocalVertex(spec, tmp_path / "vertex-root", job_id=f"{job}-20261123120000")
+    for task in ("CsvExampleGen", "Tuner", "Trainer"):
+        done = vertex.run(task, env())
+        assert done.returncode == 0, (task, done.stderr[-3000:])
+        if task == "Tuner":
+            assert "with executor trainer_runtime.tfx.tuner.TrackedTunerExecutor" in done.stderr
+            best = done.outputs["best_hyperparameters"]["artifacts"][0]
+    client, parent, trials, others = runs_by_role(mlflow_server.url, experiment)
+    assert sorted(trials) == ["trial-0", "trial-1"] and parent.data.tags["vertex.task_name"] == "Tuner"
+    assert all(t.info.status == "FINISHED" and "hp.embedding_dim" in t.data.params for t in trials.values())
+    assert best["metadata"]["mlflow_run_id"] == parent.info.run_id
+    assert Path(best["uri"] + "-mlflow", "mlflow_status.json").exists()
+    assert [r.data.tags.get("trainer_runtime.tuner_run_id") for r in others] == [parent.info.run_id]

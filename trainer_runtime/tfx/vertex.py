@@ -5,12 +5,14 @@ KubeflowV2DagRunner starts every component as
 We run TFX's own ``kubeflow_v2_run_executor`` module with the same arguments;
 only the stock Trainer executor (GenericExecutor) is swapped for
 TrackedExecutor, and the Vertex AI Training extension's launcher for the tracked
-one (``vertex_training``), which runs TrackedExecutor on the job's replicas.
-Every other component passes through untouched.
+one (``vertex_training``), which runs TrackedExecutor on the job's replicas, and
+the stock Tuner executor for TrackedTunerExecutor (``tuner``). Every other
+component passes through untouched (the Vertex AI extension's Tuner too: its
+parallel search is not tracked).
 
 ``tfx.scripts.run_executor`` invocations (``--executor_class_path X --inputs …
 --outputs … --exec-properties …``, how the extension's replicas run) go to that
-module instead, with only the stock Trainer executor swapped.
+module instead, with only the stock Trainer and Tuner executors swapped.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ RUN_EXECUTOR_FLAGS = ("--inputs", "--inputs-base64", "--outputs", "--outputs-bas
 STOCK_TRAINER = "tfx.components.trainer.executor.GenericExecutor"
 LEGACY_TRAINER = "tfx.components.trainer.executor.Executor"
 TRACKED = "trainer_runtime.tfx.executor.TrackedExecutor"
+STOCK_TUNER = "tfx.components.tuner.executor.Executor"
+TRACKED_TUNER = "trainer_runtime.tfx.tuner.TrackedTunerExecutor"
 #: the Vertex AI Training extension's Trainer executors (they launch the CustomJob), and the tracked one
 STOCK_LAUNCHERS = ("tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor",
                    "tfx.extensions.google_cloud_ai_platform.trainer.executor.Executor")
@@ -53,10 +57,11 @@ def runner_for(argv: Sequence[str]) -> str:
 
 
 def rewrite(argv: Sequence[str]) -> list[str]:
-    """The same arguments, with the stock Trainer executor replaced by TrackedExecutor and (for a
-    pipeline task) the Vertex AI Training extension's launcher by the tracked one."""
+    """The same arguments, with the stock Trainer executor replaced by TrackedExecutor, the stock
+    Tuner executor by TrackedTunerExecutor and (for a pipeline task) the Vertex AI Training
+    extension's launcher by the tracked one."""
     args = list(argv)
-    swaps = {STOCK_TRAINER: TRACKED}
+    swaps = {STOCK_TRAINER: TRACKED, STOCK_TUNER: TRACKED_TUNER}
     if runner_for(args) == RUNNER:
         swaps.update(dict.fromkeys(STOCK_LAUNCHERS, TRACKED_LAUNCHER))
     found = _get(args, "--executor_class_path")
@@ -79,7 +84,7 @@ def forward(argv: Sequence[str]) -> int:
     runner = runner_for(argv)
     args = rewrite(argv)
     executor = (_get(args, "--executor_class_path") or (0, "?"))[1]
-    if executor in (TRACKED, TRACKED_LAUNCHER):
+    if executor in (TRACKED, TRACKED_LAUNCHER, TRACKED_TUNER):
         import absl.logging  # noqa: F401 - loaded now, so its handler gets our format before app.run installs it
 
         logs.setup(env=os.environ, root_level=logging.INFO)
