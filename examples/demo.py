@@ -1,5 +1,6 @@
-"""`make demo`: a real TFX pipeline (CsvExampleGen -> Trainer with a TFRS retrieval model),
-run through trainer-runtime and tracked in MLflow.
+"""`make demo`: a real TFX pipeline (CsvExampleGen -> Tuner -> Trainer with a TFRS retrieval model),
+run through trainer-runtime and tracked in MLflow: the Tuner's 2 trials as nested runs of
+its search's run, the Trainer's run with every epoch's metrics.
 
 Uses $MLFLOW_TRACKING_URI when set; otherwise starts an embedded MLflow server
 (SQLite, in ./demo-output) for the length of the demo.
@@ -40,6 +41,29 @@ def metrics_table(client, run_id: str) -> str:
     return "\n".join(lines)
 
 
+def trials_table(client, experiment_name: str) -> str:
+    """The Tuner's search run and its trials (nested runs), as the MLflow server has them."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    parents = client.search_runs([experiment.experiment_id], "tags.`trainer_runtime.role` = 'tuner'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        return "(no Tuner run)"
+    parent = parents[0]
+    trials = client.search_runs([experiment.experiment_id],
+                                f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                                order_by=["attributes.run_name ASC"])
+    names = sorted({k for t in trials for k in t.data.params if k.startswith("hp.")})
+    lines = [f"search run {parent.info.run_name} ({parent.info.run_id}): {len(trials)} trials, "
+             f"best trial {parent.data.params.get('best.trial_id')} "
+             f"(score {parent.data.metrics.get('best.score', float('nan')):.4f})",
+             f"{'trial':<9}{'status':<10}" + "".join(f"{n:>18}" for n in names) + f"{'score':>10}"]
+    for trial in trials:
+        lines.append(f"{trial.info.run_name:<9}{trial.info.status:<10}"
+                     + "".join(f"{trial.data.params.get(n, '-'):>18}" for n in names)
+                     + f"{trial.data.metrics.get('score', float('nan')):>10.4f}")
+    return "\n".join(lines)
+
+
 def _seconds_between(start: str, end: str) -> float:
     from datetime import datetime
 
@@ -65,7 +89,8 @@ def main() -> int:
         data = write_interactions(OUT / "data")
         print(f"      {data}")
 
-        stage("building the pipeline: CsvExampleGen -> Trainer (TFRS retrieval, TrackedExecutor)")
+        stage("building the pipeline: CsvExampleGen -> Tuner (2 trials, TrackedTunerExecutor) -> Trainer "
+              "(TFRS retrieval, TrackedExecutor)")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from absl import logging as absl_logging
         from tfx import v1 as tfx
@@ -78,15 +103,18 @@ def main() -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         run_tag = time.strftime("%Y%m%d-%H%M%S")
         root = OUT / "pipelines" / run_tag
+        tracking = {"tracking_uri": uri, "experiment_name": "trainer-runtime-demo"}
         pipeline = create_pipeline(
             "trainer-runtime-demo", str(root), str(data.parent),
             module_file=str(REPO / "examples" / "retrieval" / "model.py"),
-            custom_config={"epochs": 3, "trainer_runtime": {"tracking_uri": uri,
-                                                            "experiment_name": "trainer-runtime-demo",
+            custom_config={"epochs": 3, "trainer_runtime": {**tracking,
                                                             "run_name": f"demo-{run_tag}-{uuid.uuid4().hex[:4]}"}},
+            # The Tuner picks embedding_dim with a fast next-item classifier (tuning.py); the Trainer uses it.
+            tuner_fn="examples.retrieval.tuning.tuner_fn",
+            tuner_config={"trials": 2, "epochs": 1, "trainer_runtime": tracking},
             metadata_path=str(root / "metadata.sqlite"))
 
-        stage("running it on LocalDagRunner (TF start-up, ExampleGen, then 3 epochs)")
+        stage("running it on LocalDagRunner (TF start-up, ExampleGen, 2 trials, then 3 epochs)")
         started = time.monotonic()
         failure = None
         try:
@@ -117,8 +145,13 @@ def main() -> int:
               f"({callback.get('epochs', 0)} epochs)")
         from mlflow import MlflowClient
 
+        client = MlflowClient(uri)
+        print("\nTuner trials (nested runs of the search's run, from the MLflow server):")
+        print(trials_table(client, "trainer-runtime-demo"))
+        print(f"Trainer run tagged with the search's run: "
+              f"{client.get_run(status['run_id']).data.tags.get('trainer_runtime.tuner_run_id', '-')}")
         print("\nmetrics per epoch (from the MLflow server):")
-        print(metrics_table(MlflowClient(uri), status["run_id"]))
+        print(metrics_table(client, status["run_id"]))
         if server is not None:
             tools = os.environ.get("TR_TOOLS_VENV", "<tools venv>")
             print("\nThe embedded server stops now. To browse this run in the MLflow UI:\n"

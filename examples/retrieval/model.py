@@ -47,13 +47,15 @@ def build_model(embedding_dim: int = 16):
 
 
 def run_fn(fn_args):
-    """TFX calls this with FnArgs; custom_config may carry epochs and learning_rate."""
+    """TFX calls this with FnArgs; custom_config may carry epochs and learning_rate; a Tuner's best
+    hyperparameters (``fn_args.hyperparameters``) may carry embedding_dim."""
     import tensorflow as tf
     import tensorflow_recommenders as tfrs
 
     config = fn_args.custom_config or {}
     epochs = int(config.get("epochs", 3))
-    model = build_model()
+    tuned = (fn_args.hyperparameters or {}).get("values", {})
+    model = build_model(int(tuned.get("embedding_dim", 16)))
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=float(config.get("learning_rate", 0.1))))
     model.fit(_dataset(fn_args.train_files, BATCH), epochs=epochs,
               steps_per_epoch=max(1, fn_args.train_steps // epochs),
