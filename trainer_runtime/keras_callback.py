@@ -75,8 +75,8 @@ class CallbackCore:
         started = time.perf_counter()
         self.global_step += 1
         if self.every_n_steps and logs and self.global_step % self.every_n_steps == 0:
-            # A shallow copy of the raw values (tensors, often): the writer thread converts them.
-            self.logger.log_metrics(dict(logs), self.global_step, prefix="step/")
+            # The raw values (tensors, often; log_metrics copies the dict): the writer thread converts them.
+            self.logger.log_metrics(logs, self.global_step, prefix="step/")
         self.seconds += time.perf_counter() - started
 
     def epoch_end(self, epoch: int, logs: dict[str, Any] | None) -> None:

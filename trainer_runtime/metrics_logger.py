@@ -1,11 +1,13 @@
 """Non-blocking MLflow logging: training thread -> queue -> spool on disk -> server.
 
-The training thread's share is one ``queue.put_nowait`` of the raw values it
-was given. Two background threads do the rest:
+The training thread's share is one ``deque.append`` of the raw values it was
+given: no lock, no thread woken (a wake-up per step costs the training thread
+more than the append, in GIL hand-overs). Two background threads do the rest:
 
-- the *writer* converts and cleans what was queued (tensors to floats, names
-  MLflow accepts, secrets out, long params cut), appends it to the run's
-  :class:`~trainer_runtime.spool.Spool` and hands it to the sender;
+- the *writer* wakes every ``WRITER_INTERVAL`` (and at once on close), takes
+  everything queued, converts and cleans it (tensors to floats, names MLflow
+  accepts, secrets out, long params cut), appends it to the run's
+  :class:`~trainer_runtime.spool.Spool` in one write and hands it to the sender;
 - the *sender* sends spooled records in order, coalesced into ``log_batch``
   requests up to MLflow's limits, each request tried once on the runtime's own
   short timeout (:mod:`trainer_runtime.rest`), and retries on its own backoff,
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import re
 import threading
 import time
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 MAX_METRICS, MAX_PARAMS, MAX_TAGS, MAX_ENTITIES = 1000, 100, 100, 1000
 MAX_PARAM_CHARS, MAX_TAG_CHARS = 6000, 8000
 _BAD_NAME_CHARS = re.compile(r"[^\w\-. :/]")
+#: seconds between the writer's passes over what training queued (close wakes it at once)
+WRITER_INTERVAL = 0.05
 
 
 def sanitize_name(name: str) -> str:
@@ -135,11 +138,16 @@ class MetricsLogger:
 
     def __init__(self, rest: Any, run_id: str, spool: Spool, *, max_queue: int = 100_000,
                  send_timeout: float = 10.0, linger: float = 0.2, backoff: Backoff | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, writer_interval: float = WRITER_INTERVAL) -> None:
         self._rest = rest
         self._run_id = run_id
         self.spool = spool
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        # deque.append/popleft are atomic: the training thread appends, the writer alone pops.
+        self._inbox: deque = deque()
+        self._max_queue = max_queue
+        self._writer_interval = writer_interval
+        self._wake_writer = threading.Event()
+        self._writing = 0                   # entries the writer took but has not spooled yet
         self._send_timeout = send_timeout
         self._linger = linger
         self._backoff = backoff or Backoff(initial=0.5, factor=2.0, maximum=5.0, jitter=0.2)
@@ -166,19 +174,20 @@ class MetricsLogger:
 
     # --- training-thread side: one put, never blocks ------------------------------
     def log_metrics(self, metrics: Mapping[str, Any], step: int, prefix: str = "") -> None:
-        """Queue ``metrics`` (floats, numpy or tensor scalars) at ``step``; names get ``prefix``."""
-        self._put(("m", metrics, step, int(self._clock() * 1000), prefix))
+        """Queue ``metrics`` (floats, numpy or tensor scalars) at ``step``; names get ``prefix``.
+        A shallow copy is queued: the caller may reuse its mapping."""
+        self._put(("m", dict(metrics), step, int(self._clock() * 1000), prefix))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        self._put(("p", params))
+        self._put(("p", dict(params)))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self._put(("t", tags))
+        self._put(("t", dict(tags)))
 
     def _put(self, item: tuple) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        if len(self._inbox) < self._max_queue:
+            self._inbox.append(item)
+        else:
             self.counts.accept(len(item[1]))
             if self.counts.reject("queue_full", len(item[1]), name="<queue>",
                                   detail="the local queue to the spool was full"):
@@ -196,13 +205,14 @@ class MetricsLogger:
     def progress(self) -> dict[str, Any]:
         counts = self.counts.as_dict()
         return {"points_accepted": counts["accepted"], "points_sent": counts["sent"],
-                "points_pending": counts["pending"] + self._queue.qsize()}
+                "points_pending": counts["pending"] + len(self._inbox)}
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far is on the server (or timeout). True if it is."""
         deadline = time.monotonic() + timeout
+        self._wake_writer.set()
         while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0:
+            if not self._inbox and not self._writing:
                 with self._cond:
                     if not self._pending:
                         return True
@@ -216,10 +226,8 @@ class MetricsLogger:
         if self._writer is None:
             return LoggerReport(self.counts.as_dict(), spool_dir=self.spool.directory)
         self._closing = True
-        try:
-            self._queue.put(("end", end_status) if end_status else _STOP, timeout=max(0.1, deadline.remaining()))
-        except queue.Full:
-            log.error("the logging queue stayed full; the run's end is not spooled")
+        self._inbox.append(("end", end_status) if end_status else _STOP)  # past the bound: it must go in
+        self._wake_writer.set()
         self._writer.join(timeout=max(0.1, deadline.remaining()))
         self._wake.set()
         with self._cond:
@@ -245,20 +253,22 @@ class MetricsLogger:
     # --- writer: queue -> clean records -> spool -> sender ----------------------------
     def _write_loop(self) -> None:
         while True:
-            items = [self._queue.get()]
-            while len(items) < 1000:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            last = items[-1][0] if items else None
+            if not self._inbox:
+                self._wake_writer.wait(self._writer_interval)
+                self._wake_writer.clear()
+                continue
+            items = []
+            self._writing = 1
+            while self._inbox and len(items) < 10_000:
+                items.append(self._inbox.popleft())
+            self._writing = len(items)
+            last = items[-1][0]
             try:
                 self._spool_items(items)
             except Exception:  # a bug here must not kill the thread and leave close waiting
                 log.exception("could not spool %s logging entries", len(items))
             finally:
-                for _ in items:
-                    self._queue.task_done()
+                self._writing = 0
             if last in ("stop", "end"):
                 return
 
@@ -287,7 +297,7 @@ class MetricsLogger:
             self._cond.notify_all()
 
     def _metric_records(self, values: Mapping[str, Any], step: Any, ts: int, prefix: str, out: list) -> None:
-        values = dict(values)
+        # ``values`` is already the caller's copy (the callback's dict(logs)) or its own mapping
         self.counts.accept(len(values))
         for name, raw in values.items():
             name = prefix + str(name)
@@ -302,7 +312,6 @@ class MetricsLogger:
             out.append({"k": "m", "key": self._renamed(str(name)), "value": number, "ts": ts, "step": int(step)})
 
     def _param_records(self, params: Mapping[str, Any], out: list) -> None:
-        params = dict(params)
         self.counts.accept(len(params))
         for name, value in params.items():
             name = str(name)
@@ -321,7 +330,6 @@ class MetricsLogger:
             out.append({"k": "p", "key": key, "value": text})
 
     def _tag_records(self, tags: Mapping[str, Any], out: list) -> None:
-        tags = dict(tags)
         self.counts.accept(len(tags))
         for name, value in tags.items():
             text = redact(str(value))

@@ -19,6 +19,7 @@ nothing it had written; ``fsync`` runs at most every ``sync_interval`` seconds
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -68,7 +69,7 @@ class Spool:
                 self.seq += 1
                 record = {"seq": self.seq, **record}
                 written.append(record)
-                lines.append(json.dumps(record, separators=(",", ":")))
+                lines.append(_encode(record))
             if lines:
                 self._records.write("\n".join(lines) + "\n")
                 self._records.flush()
@@ -110,6 +111,17 @@ class Spool:
         os.fsync(self._acked.fileno())
         self._dirty = False
         self._last_sync = self._clock()
+
+
+def _encode(record: dict[str, Any]) -> str:
+    """One spool line. A metric point, the bulk of a spool, skips the generic JSON encoder (here
+    6.7 µs a point against 1.3 µs): its key is a name MLflow accepts, so it needs no escaping."""
+    if record["k"] == "m":
+        key, value = record["key"], record["value"]
+        if '"' not in key and "\\" not in key and key.isprintable() and math.isfinite(value):
+            return '{"seq":%d,"k":"m","key":"%s","value":%r,"ts":%d,"step":%d}' % (
+                record["seq"], key, value, record["ts"], record["step"])
+    return json.dumps(record, separators=(",", ":"))
 
 
 @dataclass

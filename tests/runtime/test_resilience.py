@@ -55,3 +55,41 @@ def test_keras_module_choice_follows_tf_use_legacy_keras():
         env = dict(os.environ, TF_USE_LEGACY_KERAS=value, TF_CPP_MIN_LOG_LEVEL="3")
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
         assert out.stdout.strip().splitlines()[-1] == expected, out.stderr[-2000:]
+
+
+def test_a_stuck_spool_disk_never_blocks_training_and_the_overflow_is_counted(mlflow_server, clean_env):
+    """The spool's disk stalls (a test double holds its writes: a stuck disk cannot be made here):
+    training's puts stay instant, what exceeds the queue bound is dropped and counted, and once the
+    disk is back the rest lands with the accounting exact."""
+    client, run_id = _run(mlflow_server.url)
+    logger = new_logger(client, run_id, max_queue=50)
+    disk = threading.Event()
+    append = logger.spool.append
+    logger.spool.append = lambda records: disk.wait(60) and append(records)
+    logger.log_metrics({"loss": 0.0}, 0)
+    time.sleep(0.3)  # the writer has taken step 0 and is stuck writing it
+    started = time.monotonic()
+    for step in range(1, 201):
+        logger.log_metrics({"loss": float(step)}, step)
+    put_seconds = time.monotonic() - started
+    disk.set()
+    report = logger.close(Deadline(60), end_status="FINISHED")
+    counts = report.counts
+    assert put_seconds < 0.1, f"200 puts took {put_seconds:.3f}s"
+    assert counts["rejected"] == {"queue_full": 150}
+    assert counts["accepted"] == 201 == counts["sent"] + counts["pending"] + 150
+    assert report.run_closed and counts["sent"] == 51
+    assert [m.step for m in sorted(client.get_metric_history(run_id, "loss"), key=lambda m: m.step)] \
+        == list(range(51))
+
+
+def test_the_caller_may_reuse_its_dict_after_logging(mlflow_server, clean_env):
+    """What is logged is what the dict held at the call, not when the writer got to it."""
+    client, run_id = _run(mlflow_server.url)
+    logger = new_logger(client, run_id)
+    values = {"loss": 1.0}
+    for step in range(5):
+        values["loss"] = float(step)
+        logger.log_metrics(values, step)
+    assert logger.close(Deadline(30), end_status="FINISHED").run_closed
+    assert {m.step: m.value for m in client.get_metric_history(run_id, "loss")} == {s: float(s) for s in range(5)}
