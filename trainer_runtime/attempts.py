@@ -23,6 +23,8 @@ RUN_KEY_TAG = "trainer_runtime.run_key"
 ATTEMPTS_TAG = "trainer_runtime.attempts"
 #: the per-step metrics of ``log_every_n_steps`` (``keras_callback``), counted on the global step
 STEP_PREFIX = "step/"
+#: the system metrics (``system_metrics``), counted in samples
+SYSTEM_PREFIX = "system/"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:/@=+-]")
 
@@ -65,6 +67,8 @@ def resume_point(run: Any) -> tuple[int, int]:
     """
     epoch_step, global_step = -1, 0
     for metric in run.data.to_proto().metrics:
+        if metric.key.startswith(SYSTEM_PREFIX):  # sample counts, not training steps
+            continue
         if metric.key.startswith(STEP_PREFIX):
             global_step = max(global_step, metric.step)
         else:

@@ -41,6 +41,8 @@ def close_run(ctx: TrackingContext | None, reporter: StatusReporter | None, deci
     """
     if beat is not None:
         beat.stop()
+    if ctx is not None and ctx.system_metrics is not None:  # its samples go through the logger: stop it first
+        ctx.extra_status["system_metrics"] = ctx.system_metrics.stop(min(1.0, budget.remaining() / 10))
     fields: dict[str, Any] = {"exit_code": decided.exit_code}
     if ctx is not None:
         fields.update(ctx.extra_status)
@@ -65,6 +67,8 @@ def close_run(ctx: TrackingContext | None, reporter: StatusReporter | None, deci
     fields["tracking"]["close_seconds"] = round(budget.elapsed(), 3)
     if reporter is not None:
         reporter.finish(decided.stage, decided.error, deadline=max(1.0, budget.remaining()), **fields)
+        if ctx.extra_info:
+            reporter.write_info(ctx.info(), deadline=max(1.0, budget.remaining()))
     tracking = fields["tracking"]
     if tracking["state"] == "ok":
         log.info("run %s %s in %.2fs (%s points sent); status %s: %s", ctx.run_id, decided.mlflow_status,

@@ -140,6 +140,29 @@ FIELDS: tuple[Field, ...] = (
     Field("spool_dir", envvars.SPOOL_DIR, _str, None,
           "Local directory of the run's spool (every accepted point, before it is sent). "
           "Default: `$TMPDIR/trainer-runtime/spool-<run_id>`.", "/tmp/spool"),
+    Field("record_model", envvars.RECORD_MODEL, _bool, True,
+          "After a successful Trainer: the SavedModel and model_run URIs (by reference, no copy) as "
+          "`model/model_reference.json` and the serving signatures as `model/signature.json` on the run.",
+          "false"),
+    Field("register_model_name", envvars.REGISTER_MODEL_NAME, _str, None,
+          "Register the SavedModel as a new version of this Model Registry model (source: its URI), "
+          "tagged with the run, the pipeline run and the Vertex job. Default: no registration.",
+          "recommender-retrieval"),
+    Field("model_record_timeout", envvars.MODEL_RECORD_TIMEOUT, _number(float, 1), 30.0,
+          "Seconds recording the model (artifacts and registry version) may take in all; after that, "
+          "a warning and the status say so, and the training's outcome is unchanged.", "30"),
+    Field("log_datasets", envvars.LOG_DATASETS, _bool, True,
+          "The Trainer's inputs (Examples, Transform graph, Schema, base model, hyperparameters) as "
+          "MLflow dataset inputs: URI, splits, TFX artifact id.", "false"),
+    Field("system_metrics_interval", envvars.SYSTEM_METRICS_INTERVAL, _number(float, 0), 10.0,
+          "Seconds between samples of CPU, memory, disk and network (`system/*` metrics, MLflow's "
+          "names); 0: off.", "10"),
+    Field("link_tags", envvars.LINK_TAGS, _bool, True,
+          "Tags linking the run back: the Vertex pipeline run's console URL, the TensorBoard log dir "
+          "under model_run, the image digest.", "false"),
+    Field("image_digest", envvars.IMAGE_DIGEST, _str, None,
+          "The image's digest, when whoever launches it knows it (a container cannot learn its own); "
+          "recorded as a tag.", "sha256:4f1c…"),
     Field("run_fn", envvars.RUN_FN, _str, None,
           "Your run_fn (`pkg.module.fn`), when the Trainer's own run_fn is "
           "`trainer_runtime.tfx.run_fn.run_fn`.", "my_pkg.model.run_fn"),
@@ -183,6 +206,13 @@ class RuntimeConfig:
     send_timeout: float = 10.0
     heartbeat_interval: float = 30.0
     spool_dir: str | None = None
+    record_model: bool = True
+    register_model_name: str | None = None
+    model_record_timeout: float = 30.0
+    log_datasets: bool = True
+    system_metrics_interval: float = 10.0
+    link_tags: bool = True
+    image_digest: str | None = None
     run_fn: str | None = None
     image_version: str | None = None
     compiled_with: str | None = None

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import attempts, auth, cluster, logs, outcome, replica, signals
+from . import attempts, auth, cluster, logs, outcome, replica, signals, system_metrics
 from .config import RuntimeConfig
 from .errors import ConfigError
 from .closing import close_run
@@ -191,6 +191,7 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
                 logs.set_run_id(ctx.run_id)
                 log.info("MLflow run: %s", ctx.run_url)
                 ctx.logger  # noqa: B018 - start the spool and sender before training
+                ctx.system_metrics = system_metrics.start(ctx)
                 reporter.stage("training", heartbeat_interval=config.heartbeat_interval,
                                tracking={"state": "ok", "spool_dir": ctx.logger.spool.directory})
                 beat = Heartbeat(reporter.heartbeat, ctx.progress, config.heartbeat_interval).start()

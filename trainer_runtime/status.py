@@ -96,6 +96,10 @@ class StatusReporter:
                    experiment_name=info["experiment_name"], run_url=info["run_url"],
                    tracking_uri=info["tracking_uri"], server_version=server_version, attempt=attempt)
 
+    def write_info(self, info: dict[str, Any], deadline: float | None = None) -> None:
+        """Rewrite mlflow_info.json (at the close, with what the run gained, e.g. its model version)."""
+        self._write(INFO_FILE, info, fatal=False, deadline=deadline)
+
     def finish(self, stage: str, error: dict[str, Any] | None = None, *, deadline: float | None = None,
                **fields: Any) -> None:
         """The terminal write, retried for at most ``deadline`` seconds. Never raises: the run's

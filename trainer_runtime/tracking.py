@@ -140,6 +140,10 @@ class TrackingContext:
     extra_status: dict[str, Any] = field(default_factory=dict)
     #: what the training reports as progress (the Keras callback's core), for the heartbeat.
     progress_source: Any = None
+    #: extra fields for mlflow_info.json, rewritten at the close (e.g. the registered model_version).
+    extra_info: dict[str, Any] = field(default_factory=dict)
+    #: the run's system-metrics sampler (``system_metrics.SystemMetrics``), stopped by the close.
+    system_metrics: Any = None
     _logger: MetricsLogger | None = field(default=None, repr=False)
 
     @property
@@ -158,7 +162,7 @@ class TrackingContext:
         """The content of mlflow_info.json."""
         return {"run_id": self.run_id, "experiment_id": self.experiment_id,
                 "experiment_name": self.experiment_name,
-                "tracking_uri": strip_credentials(self.tracking_uri), "run_url": self.run_url}
+                "tracking_uri": strip_credentials(self.tracking_uri), "run_url": self.run_url, **self.extra_info}
 
     @property
     def logger(self) -> MetricsLogger:

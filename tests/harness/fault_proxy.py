@@ -14,6 +14,8 @@ has not expired (401 otherwise, no header: 403). Tokens whose email is not in
 Faults, set through ``POST /__proxy__`` with a JSON body (any subset):
   cold_start_seconds  503 on every request for N seconds from now
   status, status_body fixed status for every request (e.g. 401, 403)
+  status_path         with status: only for paths starting with this (e.g. the
+                      Model Registry's /api/2.0/mlflow/registered-models/)
   host_403            403 "Invalid Host header" on API paths, /health passes
                       (what MLflow's own Host check does)
   latency             seconds to sleep before forwarding
@@ -63,7 +65,7 @@ class State:
         self.auth_failures: list[str] = []
 
     def reset(self) -> None:
-        self.config = {"cold_start_until": 0.0, "status": None, "status_body": "",
+        self.config = {"cold_start_until": 0.0, "status": None, "status_body": "", "status_path": None,
                        "host_403": False, "latency": 0.0, "drop": False, **self.base}
 
     def count(self, path: str, auth: str | None) -> None:
@@ -149,7 +151,7 @@ def make_handler(state: State):
                 denied = self._check_auth(cfg)
                 if denied:
                     return self._reply(*denied)
-            if cfg["status"]:
+            if cfg["status"] and (not cfg["status_path"] or path.startswith(cfg["status_path"])):
                 return self._reply(int(cfg["status"]), cfg["status_body"] or "injected")
             if cfg["host_403"] and not path.endswith("/health"):
                 return self._reply(403, HOST_403_BODY)

@@ -9,7 +9,7 @@ from ..config import RuntimeConfig
 from ..errors import EXIT_CODES, UserCodeError
 from ..session import last_outcome, run_tracked
 from ..standalone import train_with_callback
-from . import context
+from . import context, lineage
 from .vertex import runs_in_vertex_runner
 
 log = logging.getLogger(__name__)
@@ -34,13 +34,17 @@ def train_tracked(load: Callable[[], RuntimeConfig], resolve_fn: Callable[[], Ca
         return load().with_defaults(experiment_name=pipeline,
                                     run_name=context.default_run_name(pipeline, tags, started))
 
+    input_dict = context.running_executor_inputs()  # the Trainer's artifacts, for data lineage
+
     def train(tracking):
         tracking.logger.log_params(context.params_for(fn_args))
+        lineage.at_start(tracking, fn_args, input_dict, tags)
         run_fn = resolve_fn()
         log.info("Training model with %s.", getattr(run_fn, "__qualname__", run_fn))
         train_with_callback(tracking, run_fn, fn_args, every_n_steps=tracking.log_every_n_steps)
         if after is not None:
             after()
+        lineage.at_end(tracking, fn_args, tags)
 
     try:
         run_tracked(load_with_defaults, train, status_dir=context.status_dir_for(fn_args.model_run_dir), tags=tags)

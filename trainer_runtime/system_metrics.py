@@ -1,0 +1,101 @@
+"""System metrics (CPU, memory, disk, network; GPU when NVML is there) through the run's own logger.
+
+The sampling is MLflow's: its monitor classes (``mlflow.system_metrics.metrics``)
+and their metric names (``system/cpu_utilization_percentage``, …), so the MLflow
+UI shows them in its "System metrics" section as for any run. The publishing
+is ours: MLflow's ``SystemMetricsMonitor`` asks the server for the run's
+status before every sample and sends through ``BatchMetricsLogger``, both on
+MLflow's retrying client (minutes against a down server, and at the end of a
+run, on the close path). Here each sample is one non-blocking
+``MetricsLogger.log_metrics`` (spooled, bounded, counted like the training's
+points), and the thread is stopped and joined, briefly, before the logger closes.
+
+GPU metrics need ``nvidia-ml-py`` (``pynvml``), which the image does not ship
+(it is not among the locked pins); without it MLflow's monitor is skipped.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PREFIX = "system/"
+#: seconds ``stop`` waits for the sampling thread (it only ever waits on an event or reads /proc)
+JOIN_SECONDS = 1.0
+
+
+def monitors() -> list[Any]:
+    """MLflow's CPU/memory, disk and network monitors, plus its GPU monitor when NVML answers."""
+    from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
+    from mlflow.system_metrics.metrics.disk_monitor import DiskMonitor
+    from mlflow.system_metrics.metrics.network_monitor import NetworkMonitor
+
+    found: list[Any] = [CPUMonitor(), DiskMonitor(), NetworkMonitor()]
+    try:
+        from mlflow.system_metrics.metrics.gpu_monitor import GPUMonitor
+
+        found.append(GPUMonitor())
+    except Exception as exc:  # noqa: BLE001 - no pynvml or no GPU: nothing to sample
+        log.debug("no GPU metrics: %s", exc)
+    return found
+
+
+class SystemMetrics:
+    """Samples every ``interval`` seconds into ``logger`` (a MetricsLogger) until ``stop``."""
+
+    def __init__(self, logger: Any, interval: float, first_step: int = 0) -> None:
+        self._logger = logger
+        self.interval = interval
+        self.step = first_step
+        self.samples = 0
+        self._monitors = monitors()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "SystemMetrics":
+        for monitor in self._monitors:  # psutil's first cpu_percent() is a baseline, not a reading
+            monitor.collect_metrics()
+            monitor.clear_metrics()
+        self._thread = threading.Thread(target=self._loop, name="trainer-runtime-system-metrics", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sample()
+            except Exception:  # noqa: BLE001 - a broken sensor must not take the run with it
+                log.exception("system metrics: sampling failed; stopping them")
+                return
+
+    def sample(self) -> None:
+        metrics: dict[str, float] = {}
+        for monitor in self._monitors:
+            monitor.collect_metrics()
+            metrics.update(monitor.aggregate_metrics())
+            monitor.clear_metrics()
+        self._logger.log_metrics(metrics, self.step, prefix=PREFIX)
+        self.step += 1
+        self.samples += 1
+
+    def stop(self, timeout: float = JOIN_SECONDS) -> dict[str, Any]:
+        """Stop sampling (before the logger closes); what the status records."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(0.0, timeout))
+        return {"interval": self.interval, "samples": self.samples,
+                "gpu": any(type(m).__name__ == "GPUMonitor" for m in self._monitors)}
+
+
+def start(ctx: Any) -> SystemMetrics | None:
+    """Start sampling for ``ctx``'s run, when ``system_metrics_interval`` is not 0. Never raises."""
+    interval = ctx.config.system_metrics_interval
+    if not interval:
+        return None
+    try:
+        return SystemMetrics(ctx.logger, interval).start()
+    except Exception as exc:  # noqa: BLE001 - psutil missing or /proc unreadable: the run goes on
+        log.warning("system metrics are off: %s", exc)
+        return None
