@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.conftest import MEASUREMENTS
 from tests.tfx.conftest import mlflow_run, only_dir, status_dir
 
 pytestmark = pytest.mark.slow
@@ -130,6 +131,8 @@ def test_a_trainer_run_holds_its_model_data_and_system_metrics(mlflow_server, in
                  "system/network_receive_megabytes"):
         assert name in run.data.metrics, name
     assert status["system_metrics"]["samples"] == len(cpu) and status["logging"]["pending"] == 0
+    MEASUREMENTS.append(f"model step (reference, signature, registry version) on a healthy server: "
+                        f"{status['model']['seconds']:.2f}s; {len(cpu)} system-metrics samples at 1 s")
 
 
 def test_registry_missing_on_the_server_warns_and_training_completes(fault_proxy, interactions, tmp_path,
@@ -182,6 +185,8 @@ def test_server_gone_when_training_ends_costs_the_model_step_seconds(fault_proxy
     assert status["tracking"]["state"] == "degraded"
     # the model step (3 s) and the close (3 s), not MLflow's minutes of hidden retries
     assert after_training < 12, after_training
+    MEASUREMENTS.append(f"server hanging from the end of training: model step {status['model']['seconds']:.1f}s, "
+                        f"run_fn return to train_tracked return {after_training:.1f}s (budgets 3 s + close 3 s)")
 
 
 def test_vertex_console_url_from_the_task_environment():
