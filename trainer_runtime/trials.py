@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 #: seconds one trial's close may take (its pending points and its end): a down server must not stall the search.
 TRIAL_CLOSE = 5.0
+#: seconds for the close of a trial the search abandoned (after a signal the search's own close,
+#: within the grace before SIGKILL, still has to run after it).
+ABANDON_CLOSE = 3.0
 #: seconds creating one trial's run may take, retries included.
 CREATE_BUDGET = 10.0
 
@@ -152,14 +155,28 @@ class TrialRuns:
         if current.error:
             tags["trainer_runtime.trial_error"] = current.error[:1000]
         current.logger.set_tags(tags)
-        report = current.logger.close(Deadline(TRIAL_CLOSE), end_status="FINISHED" if finished else "FAILED")
+        self._close(current, "FINISHED" if finished else "FAILED", TRIAL_CLOSE)
+
+    def _close(self, current: TrialRun, end_status: str, seconds: float) -> None:
+        report = current.logger.close(Deadline(seconds), end_status=end_status)
         current.logger.spool.close()
         if report.pending or not report.run_closed:
             log.warning("trial %s: %s points and its end not on the server within %.0fs; they are in %s",
-                        trial_id, report.pending, TRIAL_CLOSE, current.logger.spool.directory)
-            self.summary.unsent.append({"trial_id": trial_id, "run_id": current.run_id, "pending": report.pending,
-                                        "run_closed": report.run_closed,
+                        current.trial_id, report.pending, seconds, current.logger.spool.directory)
+            self.summary.unsent.append({"trial_id": current.trial_id, "run_id": current.run_id,
+                                        "pending": report.pending, "run_closed": report.run_closed,
                                         "spool_dir": current.logger.spool.directory})
+
+    def abandon(self, end_status: str) -> None:
+        """The search stopped inside a trial (a signal, an error KerasTuner does not catch): end
+        that trial's run as ``end_status`` (KILLED, FAILED) rather than leave it RUNNING."""
+        current = self._current
+        if current is None:
+            return
+        self.summary.failed += 1
+        self._current = None
+        current.logger.set_tags({"trainer_runtime.trial_status": end_status})
+        self._close(current, end_status, ABANDON_CLOSE)
 
     # --- plumbing -------------------------------------------------------------------
     def _create(self, trial_id: str) -> str | None:

@@ -95,6 +95,18 @@ def tuner_fn_with_failing_trial(fn_args):
     return TunerFnResult(tuner=tuner, fit_kwargs=_fit_kwargs(fn_args, int(config.get("epochs", 2))))
 
 
+def tuner_fn_with_slow_trial(fn_args):
+    """Like tuner_fn, but each trial's first epoch takes minutes: a search to preempt mid-trial."""
+    import time
+
+    import keras
+
+    result = tuner_fn(fn_args)
+    slow = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: time.sleep(300))
+    result.fit_kwargs["callbacks"] = [slow]
+    return result
+
+
 def run_fn(fn_args):
     """Trains the classifier with the Tuner's best hyperparameters and saves it for serving."""
     import keras_tuner as kt

@@ -168,3 +168,59 @@ def test_default_commands_on_the_vertex_replay_track_the_tuner_and_link_the_trai
     assert best["metadata"]["mlflow_run_id"] == parent.info.run_id
     assert Path(best["uri"] + "-mlflow", "mlflow_status.json").exists()
     assert [r.data.tags.get("trainer_runtime.tuner_run_id") for r in others] == [parent.info.run_id]
+
+
+def test_sigterm_mid_trial_ends_the_trial_and_the_search_killed(mlflow_server, interactions, tmp_path):
+    """Vertex preempts the Tuner task inside a trial (default_commands, kubeflow_v2_run_executor): the
+    trial's nested run and the search's run both end KILLED (none left RUNNING), exit 143, the status
+    says killed and lists the trial."""
+    import signal
+    import time
+
+    from mlflow import MlflowClient
+    from tfx import v1 as tfx
+
+    from examples.retrieval.pipeline import create_pipeline
+    from tests.harness.vertex_local import LocalVertex, load_spec
+    from tests.tfx.test_vertex_wirings import DEFAULT_COMMANDS, env
+
+    experiment, job = f"tuner-{uuid.uuid4().hex[:8]}", f"tune{uuid.uuid4().hex[:6]}"
+    custom = {"epochs": 1, "trials": 2, "trainer_runtime": {"tracking_uri": mlflow_server.url,
+                                                            "experiment_name": experiment}}
+    pipeline = create_pipeline(job, str(tmp_path / "root"), str(interactions), run_fn=f"{MODULE}.run_fn",
+                               tuner_fn=f"{MODULE}.tuner_fn_with_slow_trial", custom_config=custom,
+                               train_steps=4, eval_steps=1, tracked=False)
+    tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image="img",
+                                                                        default_commands=DEFAULT_COMMANDS),
+        output_dir=str(tmp_path), output_filename="p.json").run(pipeline)
+    vertex = LocalVertex(load_spec(tmp_path / "p.json"), tmp_path / "vertex-root", job_id=f"{job}-20261123120000")
+    assert vertex.run("CsvExampleGen", env()).returncode == 0
+    proc, _ = vertex.start("Tuner", env())
+    client = MlflowClient(mlflow_server.url)
+    trial = None
+    deadline = time.monotonic() + 240
+    while trial is None and time.monotonic() < deadline and proc.poll() is None:
+        experiment_found = client.get_experiment_by_name(experiment)
+        if experiment_found:
+            found = [r for r in client.search_runs([experiment_found.experiment_id])
+                     if r.info.run_name == "trial-0"]
+            trial = found[0] if found else None
+        time.sleep(0.5)
+    assert trial is not None and proc.poll() is None, proc.communicate()[1][-3000:] if proc.poll() is not None else ""
+    time.sleep(2.0)  # inside the trial's first epoch (it sleeps for minutes)
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    exit_seconds = time.monotonic() - signalled
+    assert proc.returncode == 143, stderr[-3000:]
+    assert exit_seconds < 25, "inside Vertex's grace"
+    _, parent, trials, _ = runs_by_role(mlflow_server.url, experiment)
+    assert parent.info.status == "KILLED"
+    assert {name: run.info.status for name, run in trials.items()} == {"trial-0": "KILLED"}
+    assert trials["trial-0"].data.tags["trainer_runtime.trial_status"] == "KILLED"
+    found = sorted((tmp_path / "vertex-root").rglob("*-mlflow/mlflow_status.json"))
+    assert len(found) == 1, found
+    status = json.loads(found[0].read_text())
+    assert status["stage"] == "killed" and status["exit_code"] == 143
+    assert status["trials"]["runs"] == {"0": trials["trial-0"].info.run_id}

@@ -80,6 +80,9 @@ class TrackedTunerExecutor(stock.Executor):
             log.info("Start tuning... Tuner ID: %s", tuner.tuner_id)
             try:
                 call_user(tuner.search, **result.fit_kwargs)
+            except BaseException as exc:  # a signal or a failure mid-trial: end that trial's run too
+                trials.abandon("KILLED" if isinstance(exc, SystemExit) else "FAILED")
+                raise
             finally:
                 tracking.extra_status["trials"] = trials.summary.as_dict()
                 record_trials(tracking, trials, tracking.config.status_dir or status_dir)
