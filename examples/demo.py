@@ -108,7 +108,8 @@ def main() -> int:
             "trainer-runtime-demo", str(root), str(data.parent),
             module_file=str(REPO / "examples" / "retrieval" / "model.py"),
             custom_config={"epochs": 3, "trainer_runtime": {**tracking,
-                                                            "run_name": f"demo-{run_tag}-{uuid.uuid4().hex[:4]}"}},
+                                                            "run_name": f"demo-{run_tag}-{uuid.uuid4().hex[:4]}",
+                                                            "register_model_name": "trainer-runtime-demo"}},
             # The Tuner picks embedding_dim with a fast next-item classifier (tuning.py); the Trainer uses it.
             tuner_fn="examples.retrieval.tuning.tuner_fn",
             tuner_config={"trials": 2, "epochs": 1, "trainer_runtime": tracking},
@@ -143,6 +144,11 @@ def main() -> int:
         callback = status.get("callback", {})
         print(f"callback    : {callback.get('ms_per_epoch', 0):.2f} ms per epoch on the training thread "
               f"({callback.get('epochs', 0)} epochs)")
+        registry = status.get("model_registry", {})
+        print(f"model       : {registry.get('name', '-')} version {registry.get('version', '-')} "
+              f"({registry.get('state', 'not registered')}; source {registry.get('source', '-')})")
+        print(f"datasets    : {', '.join(status.get('datasets', {}).get('names', [])) or '-'}; "
+              f"system metrics: {status.get('system_metrics', {}).get('samples', 0)} samples")
         from mlflow import MlflowClient
 
         client = MlflowClient(uri)

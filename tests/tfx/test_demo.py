@@ -21,6 +21,7 @@ def test_demo_runs_end_to_end_with_an_embedded_server(tmp_path):
     for stage in range(1, 6):
         assert f"[{stage}/5]" in out.stdout
     assert "stage       : completed" in out.stdout
+    assert "model       : trainer-runtime-demo version 1 (registered; source runs:/" in out.stdout
     assert "ms per epoch on the training thread (3 epochs" in out.stdout
     table = out.stdout.split("metrics per epoch (from the MLflow server):")[1].splitlines()
     assert table[1].split()[0] == "epoch" and [row.split()[0] for row in table[2:5]] == ["0", "1", "2"]
