@@ -101,6 +101,8 @@ def run_config(config: Config, workload: Workload, data: Any, uri: str, probes: 
     }
     if "runtime_status" in marks:
         result["runtime_status"] = marks["runtime_status"]
+    if "pending_at_fit_end" in marks:
+        result["pending_at_fit_end"] = marks["pending_at_fit_end"]
     return result
 
 
@@ -165,7 +167,10 @@ def _runtime(config, uri, fit, callbacks, base, workdir, marks):
 
     def train(ctx):
         marks["run_id"] = ctx.run_id
-        return train_with_callback(ctx, fit, every_n_steps=ctx.log_every_n_steps)
+        result = train_with_callback(ctx, fit, every_n_steps=ctx.log_every_n_steps)
+        # what the close still has to send: after an outage, the end of run is this over the server's pace
+        marks["pending_at_fit_end"] = ctx.logger.progress()["points_pending"]
+        return result
 
     try:
         run_tracked(lambda: load_config(env), train, deps=Deps(env=env))

@@ -133,8 +133,9 @@ def _outages(rows: list[dict], results: dict) -> list[str]:
              + ". One process ran every (scenario, configuration) pair in random order.",
              "",
              "| scenario | configuration | outage s | healed before fit end | training stall s (longest step) "
-             "| end of run s | extra vs healthy s | points lost / expected | runtime's own count |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| end of run s | extra vs healthy s | pending when fit returned | points lost / expected "
+             "| runtime's own count |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         name = f"{'kill, restart' if r['scenario'] == 'kill' else 'SIGSTOP'} after {r['delay']:g} s"
         lost = "—" if r["points_lost"] is None else f"{r['points_lost']:,} / {r['points_expected']:,}"
@@ -147,7 +148,8 @@ def _outages(rows: list[dict], results: dict) -> list[str]:
         lines.append(f"| {name} | {r['label']}{error} | {num(r['outage_s'], '{:.1f}')} "
                      f"| {'yes' if r['healed_before_fit_end'] else 'no'} "
                      f"| {num(r['stall_s'], '{:.2f}')} ({num(r['max_gap_s'], '{:.2f}')}) "
-                     f"| {num(r['end_of_run_s'])} | {num(r['extra_end_of_run_s'], '{:+.2f}')} | {lost} "
+                     f"| {num(r['end_of_run_s'])} | {num(r['extra_end_of_run_s'], '{:+.2f}')} "
+                     f"| {num(r.get('pending_at_fit_end'), '{:,}')} | {lost} "
                      f"| {own_text or ('—' if not own else 'nothing lost or dropped')} |")
     return lines
 

@@ -35,7 +35,7 @@ class Scenario:
 FULL_SCENARIOS = (Scenario("kill", 10, 20), Scenario("kill", 60, 20), Scenario("stop", 10, 8))
 QUICK_SCENARIOS = (Scenario("kill", 2, 12), Scenario("stop", 3, 3))
 # MLflow every step is left to the full run: its backlog after an outage takes minutes to drain.
-QUICK_CONFIGS = ("mlflow-epoch", "runtime-step1")
+QUICK_CONFIGS = ("mlflow-epoch", "runtime-epoch", "runtime-step1")
 
 
 class OutageServer:

@@ -91,6 +91,7 @@ def outages(fits: list[dict[str, Any]], healthy: dict[str, dict[str, Any]]) -> l
             "points_lost": None if expected is None or present is None else expected - present,
             "duplicates": (fit.get("points_raw") or 0) - (present or 0),
             "runtime_logging": status.get("logging"),
+            "pending_at_fit_end": fit.get("pending_at_fit_end"),
         })
     return rows
 
@@ -124,8 +125,15 @@ def targets(over: dict[str, dict], outage_rows: list[dict], start: dict, image: 
     noise = over.get("ideal-epoch", {}).get("run_total_vs_none") or {}
     healthy_ends = [((over.get(c) or {}).get("end_of_run_s") or {}).get("median") for c in RUNTIME_CONFIGS]
     healthy_end = max((e for e in healthy_ends if e is not None), default=None)
-    healed = [r["end_of_run_s"] for r in outage_rows
-              if r["config"] in RUNTIME_CONFIGS and r["healed_before_fit_end"]]
+    healed_rows = [r for r in outage_rows if r["config"] in RUNTIME_CONFIGS and r["healed_before_fit_end"]]
+    healed = [r["end_of_run_s"] for r in healed_rows]
+    healed_default = [r["end_of_run_s"] for r in healed_rows if r["config"] == "runtime-epoch"]
+    worst = max(healed_rows, key=lambda r: r["end_of_run_s"], default=None)
+    backlog_note = ""
+    if worst is not None and worst["end_of_run_s"] > 2.0 and worst.get("pending_at_fit_end"):
+        backlog_note = (f"{worst['label']}: {worst['pending_at_fit_end']:,} points were still pending when fit "
+                        f"returned, sent at {worst['pending_at_fit_end'] / worst['end_of_run_s']:,.0f} points/s "
+                        "(the server's pace on these cores)")
     cold = start.get("cold") or {}
     preflight_ms = (start.get("preflight_ms") or {}).get("median")
     found = [
@@ -147,7 +155,10 @@ def targets(over: dict[str, dict], outage_rows: list[dict], start: dict, image: 
                 healthy_end, 0.2, "{:.2f} s"),
         _target("end of run after an outage that healed before fit returned (worst)", "end of run (issue 8)",
                 "≤ 2 s", max(healed) if healed else None, 2.0, "{:.1f} s",
-                "" if healed else "no runtime outage healed before its fit ended"),
+                backlog_note if healed else "no runtime outage healed before its fit ended"),
+        _target("… the same, per-epoch logging (the default)", "end of run (issue 8)",
+                "≤ 2 s", max(healed_default) if healed_default else None, 2.0, "{:.1f} s",
+                "" if healed_default else "no per-epoch outage healed before its fit ended"),
         _target("preflight, warm server (run_tracked called → train entered)", "runtime start-up (issue 12)",
                 "≤ 0.2 s", None if preflight_ms is None else preflight_ms / 1000, 0.2, "{:.3f} s"),
         _target("first training step after a cold server turns healthy", "runtime start-up (issue 12)", "≤ 1.5 s",
