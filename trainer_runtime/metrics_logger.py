@@ -150,7 +150,9 @@ class MetricsLogger:
         self._writing = 0                   # entries the writer took but has not spooled yet
         self._send_timeout = send_timeout
         self._linger = linger
-        self._backoff = backoff or Backoff(initial=0.5, factor=2.0, maximum=5.0, jitter=0.2)
+        # capped at 2 s: a try against a refused port is cheap, and every second of not noticing that
+        # the server is back is a second of backlog the end of the run may have to send
+        self._backoff = backoff or Backoff(initial=0.5, factor=2.0, maximum=2.0, jitter=0.2)
         self._clock = clock
         self.counts = Counts()
         self._params_sent: dict[str, str] = {}

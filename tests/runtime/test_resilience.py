@@ -39,6 +39,8 @@ def test_a_server_outage_mid_training_loses_nothing(fault_proxy, clean_env, faul
     counts = report.counts
     assert report.pending == 0 and report.run_closed and counts["sent"] == counts["accepted"] == 39
     assert counts["send_failures"] >= 1 and counts["outage_seconds"] > 0, "the outage leaves a trace"
+    # noticed within the backoff's 2 s cap (+ jitter) of the server answering again, not 4 s later
+    assert counts["outage_seconds"] < 4.0 + 2.4 + 0.4, counts["outage_seconds"]
     assert client.get_run(run_id).info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(run_id, "loss")) == list(range(20))
     assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == list(range(1, 20))
