@@ -115,6 +115,8 @@ def count_points(uri: str, run_id: str | None) -> dict[str, int]:
     client = MlflowClient(uri)
     distinct, raw = set(), 0
     for key in client.get_run(run_id).data.metrics:
+        if key.startswith("system/"):  # the runtime's system metrics: not the fit's points
+            continue
         history = client.get_metric_history(run_id, key)
         raw += len(history)
         distinct.update((key, m.step) for m in history)

@@ -139,6 +139,8 @@ def _outages(rows: list[dict], results: dict) -> list[str]:
     for r in rows:
         name = f"{'kill, restart' if r['scenario'] == 'kill' else 'SIGSTOP'} after {r['delay']:g} s"
         lost = "—" if r["points_lost"] is None else f"{r['points_lost']:,} / {r['points_expected']:,}"
+        if r.get("points_in_spool"):
+            lost += f" ({r['points_in_spool']:,} in the spool, for `trainer-runtime replay`)"
         if r["duplicates"]:
             lost += f" (+{r['duplicates']:,} dup.)"
         own = r.get("runtime_logging") or {}

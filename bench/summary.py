@@ -88,7 +88,11 @@ def outages(fits: list[dict[str, Any]], healthy: dict[str, dict[str, Any]]) -> l
             "end_of_run_s": fit["end_of_run_s"],
             "extra_end_of_run_s": None if healthy_end is None else fit["end_of_run_s"] - healthy_end,
             "points_expected": expected, "points_present": present,
-            "points_lost": None if expected is None or present is None else expected - present,
+            # what the runtime's spool kept (a degraded close, replayable) is not lost; system/* points
+            # counted before count_points skipped them would make this negative
+            "points_in_spool": (status.get("logging") or {}).get("pending") or 0,
+            "points_lost": None if expected is None or present is None else max(
+                0, expected - present - ((status.get("logging") or {}).get("pending") or 0)),
             "duplicates": (fit.get("points_raw") or 0) - (present or 0),
             "runtime_logging": status.get("logging"),
             "pending_at_fit_end": fit.get("pending_at_fit_end"),
@@ -131,9 +135,14 @@ def targets(over: dict[str, dict], outage_rows: list[dict], start: dict, image: 
     worst = max(healed_rows, key=lambda r: r["end_of_run_s"], default=None)
     backlog_note = ""
     if worst is not None and worst["end_of_run_s"] > 2.0 and worst.get("pending_at_fit_end"):
+        sent = worst["pending_at_fit_end"] - (worst.get("points_in_spool") or 0)
         backlog_note = (f"{worst['label']}: {worst['pending_at_fit_end']:,} points were still pending when fit "
-                        f"returned, sent at {worst['pending_at_fit_end'] / worst['end_of_run_s']:,.0f} points/s "
-                        "(the server's pace on these cores)")
+                        f"returned; the close sent {sent:,} at {sent / worst['end_of_run_s']:,.0f} points/s (the "
+                        f"server's pace on these cores), the rest stayed in the spool"
+                        if worst.get("points_in_spool") else
+                        f"{worst['label']}: {worst['pending_at_fit_end']:,} points were still pending when fit "
+                        f"returned, sent at {sent / worst['end_of_run_s']:,.0f} points/s (the server's pace on "
+                        "these cores)")
     cold = start.get("cold") or {}
     preflight_ms = (start.get("preflight_ms") or {}).get("median")
     found = [
