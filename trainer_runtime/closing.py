@@ -32,13 +32,8 @@ RESERVE = 3.0
 
 def close_run(ctx: TrackingContext | None, reporter: StatusReporter | None, decided: outcome.Outcome,
            budget: signals.CloseBudget, beat: Heartbeat | None) -> None:
-    """Record the outcome first, then close the MLflow run within ``budget``. Never raises.
-
-    The terminal status is written at once with what is known (the outcome, the
-    counts so far); then the logger sends what is pending and the run's end; then
-    the status is written again, ``tracking.state`` ``ok``, or ``degraded`` with
-    the spool uploaded beside the status and the command that replays it.
-    """
+    """Record the outcome first, then close the MLflow run within ``budget`` (in the order the
+    module's docstring gives). Never raises."""
     if beat is not None:
         beat.stop()
     if ctx is not None and ctx.system_metrics is not None:  # its samples go through the logger: stop it first

@@ -54,7 +54,12 @@ def tuner_status(root: Path) -> dict:
 
 
 def test_trials_are_nested_runs_and_the_trainer_is_linked(mlflow_server, interactions, tmp_path, tmp_env):
-    experiment, root = run_pipeline(tmp_path, interactions, mlflow_server.url)
+    """The whole story of issue 11 in one pipeline: the search and its trials, the Trainer linked to it,
+    its registered model version, its datasets (the Tuner's best hyperparameters among them) and its
+    system metrics."""
+    model_name = f"tuned-{uuid.uuid4().hex[:6]}"
+    experiment, root = run_pipeline(tmp_path, interactions, mlflow_server.url,
+                                    runtime={"register_model_name": model_name, "system_metrics_interval": 1})
     client, parent, trials, others = runs_by_role(mlflow_server.url, experiment)
 
     assert sorted(trials) == ["trial-0", "trial-1"]
@@ -93,6 +98,11 @@ def test_trials_are_nested_runs_and_the_trainer_is_linked(mlflow_server, interac
     assert trainer.info.status == "FINISHED" and trainer.data.tags["tfx.component"] == "Trainer"
     assert trainer.data.tags["trainer_runtime.tuner_run_id"] == parent.info.run_id
     assert {k: v for k, v in trainer.data.params.items() if k.startswith("hp.")} == best_hp
+    version = client.get_model_version(model_name, "1")
+    assert version.run_id == trainer.info.run_id
+    assert version.tags["trainer_runtime.serving_model_uri"] == trainer.data.tags["trainer_runtime.serving_model_uri"]
+    assert {d.dataset.name for d in trainer.inputs.dataset_inputs} == {"examples", "hyperparameters"}
+    assert len(client.get_metric_history(trainer.info.run_id, "system/cpu_utilization_percentage")) >= 2
     # TFX's own output is untouched: one file in the dir (the Trainer refuses more), the run id on the artifact.
     outputs = [p for p in root.glob("Tuner/best_hyperparameters/*/*") if not p.parent.name.endswith("-mlflow")]
     assert [p.name for p in outputs] == ["best_hyperparameters.txt"]
