@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .redact import is_secret_key, redact
-from .rest import SendError
+from .rest import RestError
 from .retry import Backoff, Deadline
 from .spool import Spool
 
@@ -369,7 +369,7 @@ class MetricsLogger:
                 chunk = self._take_chunk()
             try:
                 self._send(chunk)
-            except SendError as exc:
+            except RestError as exc:
                 if not exc.retryable:
                     self._give_up(exc)
                     return
@@ -418,7 +418,7 @@ class MetricsLogger:
         try:
             self._post(chunk, timeout)
             self._done(chunk, delivered=len(chunk))
-        except SendError as exc:
+        except RestError as exc:
             if not exc.rejected:
                 raise
             if len(chunk) == 1:
@@ -446,14 +446,14 @@ class MetricsLogger:
             self.counts.delivered(delivered)
         self.spool.ack(chunk[-1]["seq"])
 
-    def _outage(self, exc: SendError) -> None:
+    def _outage(self, exc: RestError) -> None:
         self.counts.failure()
         if self._outage_started is None and not self._stop_sending:
             self._outage_started = time.monotonic()
             log.warning("MLflow did not take %s pending points (%s); they are kept in the spool and "
                         "sent when it answers again", self.counts.pending, exc)
 
-    def _give_up(self, exc: SendError) -> None:
+    def _give_up(self, exc: RestError) -> None:
         self._gave_up = str(exc)
         log.error("stopped sending to MLflow: %s; %s points stay in the spool %s", exc,
                   self.counts.pending, self.spool.directory)

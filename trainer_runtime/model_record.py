@@ -10,7 +10,7 @@ Registry version whose source is the SavedModel's URI, tagged with the run,
 the TFX pipeline run and the Vertex job.
 
 All of it runs inside one budget (``model_record_timeout``), on bounded calls
-(:mod:`trainer_runtime.mlflow_api`); whatever fails is a warning and a line in
+(:mod:`trainer_runtime.rest`); whatever fails is a warning and a line in
 the status (``model``, ``model_registry``), never a failed training.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from .mlflow_api import ApiError, BoundedApi
+from .rest import MlflowRest, RestError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ VERSION_TAGS = ("tfx.pipeline", "tfx.pipeline_run_id", "tfx.component", "vertex.
 
 
 def record(ctx: Any, serving_model_uri: str, model_run_uri: str | None, tags: Mapping[str, str],
-           api_factory: Callable[[str, float], BoundedApi] = BoundedApi) -> None:
+           api_factory: Callable[[str, float], MlflowRest] = MlflowRest) -> None:
     """Record the model of a completed training on ``ctx``'s run, within ``ctx.config.model_record_timeout``.
 
     Never raises. Puts ``model`` (and with a registry name, ``model_registry``) into
@@ -88,7 +88,7 @@ def _guarded(work: Callable[[], None], state: dict[str, Any]) -> Callable[[], No
     return run
 
 
-def _record(api: BoundedApi, ctx: Any, serving_model_uri: str, model_run_uri: str | None,
+def _record(api: MlflowRest, ctx: Any, serving_model_uri: str, model_run_uri: str | None,
             tags: Mapping[str, str], state: dict[str, Any]) -> None:
     model = state["model"]
     model["state"] = "recording"
@@ -107,7 +107,7 @@ def _record(api: BoundedApi, ctx: Any, serving_model_uri: str, model_run_uri: st
             for name, content in ((REFERENCE_FILE, reference), (SIGNATURE_FILE, signatures))]
         model["state"] = "recorded"
         model["signatures"] = sorted(signatures.get("signatures", {}))
-    except ApiError as exc:
+    except RestError as exc:
         model.update(state="failed", reason=str(exc))
         log.warning("the model's reference and signature are not on the run: %s; the training result is "
                     "unaffected (the serving model is at %s)", exc, serving_model_uri)
@@ -124,7 +124,7 @@ def is_remote(uri: str) -> bool:
     return len(scheme) > 1 and scheme != "file"
 
 
-def register(api: BoundedApi, name: str, run_id: str, serving_model_uri: str, tags: Mapping[str, str]
+def register(api: MlflowRest, name: str, run_id: str, serving_model_uri: str, tags: Mapping[str, str]
              ) -> dict[str, Any]:
     """Register a new version of ``name`` and return what the status records. Never raises.
 
@@ -140,14 +140,14 @@ def register(api: BoundedApi, name: str, run_id: str, serving_model_uri: str, ta
     try:
         try:
             api.call("/api/2.0/mlflow/registered-models/create", {"name": name})
-        except ApiError as exc:
+        except RestError as exc:
             if exc.code != "RESOURCE_ALREADY_EXISTS":
                 raise
         version = api.call("/api/2.0/mlflow/model-versions/create", {
             "name": name, "source": source, "run_id": run_id,
             "tags": [{"key": k, "value": str(v)} for k, v in tags.items()],
             "description": f"SavedModel {serving_model_uri}"})["model_version"]
-    except ApiError as exc:
+    except RestError as exc:
         if exc.endpoint_missing:
             reason = (f"the MLflow server has no Model Registry ({exc}); run it with a database backend "
                       "store (mlflow server --backend-store-uri postgresql://… or sqlite:///…) and let the "

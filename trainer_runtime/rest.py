@@ -2,33 +2,61 @@
 
 ``MlflowClient`` sends every call through urllib3 with MLflow's defaults (7
 retries, backoff factor 2, a 120 s timeout): against a down server one call
-takes minutes, and nothing can interrupt it. The logger and the close path need
-the opposite: a call that fails fast, and a retry loop of their own that close
-can cut short. The requests still go through MLflow's own transport
-(``http_request``: its host credentials, TLS settings and request-header
-providers, so the Google ID token is attached as everywhere else); only the
-retry count and the timeout are ours, per call, not process-wide.
+takes minutes, and nothing can interrupt it. The logger, the close path and the
+end of a training that has already succeeded (its model, lineage and best
+hyperparameters) need the opposite: a call that fails fast, and, where it is
+worth one, a retry loop of their own that close can cut short. The requests
+still go through MLflow's own transport (``http_request``: its host
+credentials, TLS settings and request-header providers, so the Google ID token
+is attached as everywhere else); only the retry count and the timeout are ours,
+per call, not process-wide.
 """
 from __future__ import annotations
 
 import json
 import math
+import posixpath
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from .redact import redact
 
 LOG_BATCH = "/api/2.0/mlflow/runs/log-batch"
 UPDATE_RUN = "/api/2.0/mlflow/runs/update"
 CREATE_RUN = "/api/2.0/mlflow/runs/create"
+GET_RUN = "/api/2.0/mlflow/runs/get"
+LOG_INPUTS = "/api/2.0/mlflow/runs/log-inputs"
+ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts/"
+
+#: what a server without a Model Registry (or a proxy that blocks it) answers
+UNAVAILABLE_CODES = ("ENDPOINT_NOT_FOUND", "FEATURE_DISABLED", "NOT_IMPLEMENTED")
+UNAVAILABLE_STATUS = (404, 405, 501)
 
 
-class SendError(Exception):
-    """One call failed. ``rejected``: the server refused the content (retrying cannot help)."""
+class RestError(Exception):
+    """One call failed. ``status``: the HTTP status (None: no answer); ``code``: MLflow's error code
+    (None: the answer was not MLflow's JSON error, e.g. a proxy's page)."""
 
-    def __init__(self, message: str, *, rejected: bool = False, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
-        self.rejected = rejected
-        self.retryable = retryable and not rejected
+        self.status = status
+        self.code = code
+
+    @property
+    def rejected(self) -> bool:
+        """The server refused the content: sending it again cannot help."""
+        return self.code == "INVALID_PARAMETER_VALUE"
+
+    @property
+    def retryable(self) -> bool:
+        """The same call may succeed later (no answer, a server or proxy error)."""
+        return not self.rejected and self.code != "RESOURCE_DOES_NOT_EXIST"
+
+    @property
+    def endpoint_missing(self) -> bool:
+        """The server (or what is in front of it) has no such API, as opposed to a failed call."""
+        return self.code in UNAVAILABLE_CODES or (self.status in UNAVAILABLE_STATUS
+                                                  and self.code != "RESOURCE_DOES_NOT_EXIST")
 
 
 def json_number(value: float) -> Any:
@@ -41,51 +69,105 @@ def json_number(value: float) -> Any:
 
 
 class MlflowRest:
-    """The two calls the logger and the close path make, each tried exactly once."""
+    """The MLflow calls the runtime makes itself, each tried exactly once.
 
-    def __init__(self, tracking_uri: str) -> None:
+    ``timeout``: seconds one call may take unless the call passes its own. Every
+    method raises :class:`RestError`.
+    """
+
+    def __init__(self, tracking_uri: str, timeout: float = 10.0) -> None:
         from mlflow.utils.credentials import get_default_host_creds
 
         self.tracking_uri = tracking_uri
+        self.timeout = timeout
         self._creds = get_default_host_creds(tracking_uri)
 
+    def call(self, endpoint: str, body: dict | None = None, method: str = "POST",
+             timeout: float | None = None) -> dict:
+        """JSON in, JSON out."""
+        kwargs: dict[str, Any] = {}
+        if method == "GET":
+            kwargs["params"] = body or {}
+        else:
+            kwargs["data"] = json.dumps(body or {})
+            kwargs["extra_headers"] = {"Content-Type": "application/json"}
+        response = self._request(endpoint, method, timeout, **kwargs)
+        try:
+            return json.loads(response.text or "{}")
+        except ValueError as exc:
+            raise RestError(f"{endpoint}: the answer is not JSON: {response.text[:120]!r}",
+                            status=response.status_code) from exc
+
     def log_batch(self, run_id: str, metrics: list[dict], params: list[dict], tags: list[dict],
-                  timeout: float) -> None:
+                  timeout: float | None = None) -> None:
         """``metrics``: dicts with key, value, timestamp (ms), step; params/tags: key, value."""
         body = {"run_id": run_id,
                 "metrics": [dict(m, value=json_number(m["value"])) for m in metrics],
                 "params": params, "tags": tags}
-        self._post(LOG_BATCH, body, timeout)
+        self.call(LOG_BATCH, body, timeout=timeout)
 
-    def update_run(self, run_id: str, status: str, end_time_ms: int, timeout: float) -> None:
-        self._post(UPDATE_RUN, {"run_id": run_id, "status": status, "end_time": end_time_ms}, timeout)
+    def update_run(self, run_id: str, status: str, end_time_ms: int, timeout: float | None = None) -> None:
+        self.call(UPDATE_RUN, {"run_id": run_id, "status": status, "end_time": end_time_ms}, timeout=timeout)
 
     def create_run(self, experiment_id: str, run_name: str, tags: dict[str, str], start_time_ms: int,
-                   timeout: float) -> str:
+                   timeout: float | None = None) -> str:
         """A new RUNNING run (a Tuner's trial, nested by its ``mlflow.parentRunId`` tag); its id."""
         body = {"experiment_id": experiment_id, "run_name": run_name, "start_time": start_time_ms,
                 "tags": [{"key": key, "value": value} for key, value in tags.items()]}
-        return self._post(CREATE_RUN, body, timeout)["run"]["info"]["run_id"]
+        return self.call(CREATE_RUN, body, timeout=timeout)["run"]["info"]["run_id"]
 
-    def _post(self, endpoint: str, body: dict, timeout: float) -> dict:
+    def get_run(self, run_id: str, timeout: float | None = None) -> dict:
+        return self.call(GET_RUN, {"run_id": run_id}, method="GET", timeout=timeout)["run"]
+
+    def log_inputs(self, run_id: str, datasets: list[dict], timeout: float | None = None) -> None:
+        self.call(LOG_INPUTS, {"run_id": run_id, "datasets": datasets}, timeout=timeout)
+
+    def put_artifact(self, artifact_uri: str, path: str, content: bytes, content_type: str,
+                     timeout: float | None = None) -> str:
+        """Upload ``content`` to ``<artifact_uri>/<path>``; returns the artifact's URI.
+
+        Proxied artifacts (``mlflow-artifacts:``, the usual Cloud Run setup) are one
+        bounded PUT here. Other stores (``gs://`` read directly by clients) go through
+        MLflow's artifact repository, whose own retries the caller's budget bounds.
+        """
+        if urlsplit(artifact_uri).scheme == "mlflow-artifacts":
+            root = urlsplit(artifact_uri).path.strip("/")
+            endpoint = ARTIFACTS + quote(posixpath.join(root, path))
+            self._request(endpoint, "PUT", timeout, data=content, extra_headers={"Content-Type": content_type})
+        else:
+            import os
+            import tempfile
+
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            with tempfile.TemporaryDirectory() as tmp:
+                local = os.path.join(tmp, posixpath.basename(path))
+                with open(local, "wb") as fh:
+                    fh.write(content)
+                get_artifact_repository(artifact_uri).log_artifact(local, posixpath.dirname(path) or None)
+        return f"{artifact_uri.rstrip('/')}/{path}"
+
+    def _request(self, endpoint: str, method: str, timeout: float | None, **kwargs: Any) -> Any:
         from mlflow.exceptions import MlflowException, RestException
         from mlflow.utils.rest_utils import http_request, verify_rest_response
 
+        seconds = self.timeout if timeout is None else timeout
         try:
-            response = http_request(self._creds, endpoint, "POST", max_retries=0, backoff_factor=0,
-                                    timeout=max(0.1, timeout), data=json.dumps(body),
-                                    extra_headers={"Content-Type": "application/json"})
+            response = http_request(self._creds, endpoint, method, max_retries=0, backoff_factor=0,
+                                    timeout=max(0.1, seconds), **kwargs)
+        except MlflowException as exc:  # MLflow wraps connection errors and timeouts
+            raise RestError(f"{endpoint}: {_first_line(exc)}") from exc
+        except OSError as exc:
+            raise RestError(f"{endpoint}: {type(exc).__name__}: {_first_line(exc)}") from exc
+        try:
             verify_rest_response(response, endpoint)
-            return json.loads(response.text or "{}")
         except RestException as exc:
-            code = exc.error_code
-            raise SendError(f"{endpoint}: {code}: {_first_line(exc)}",
-                            rejected=code == "INVALID_PARAMETER_VALUE",
-                            retryable=code != "RESOURCE_DOES_NOT_EXIST") from exc
-        except MlflowException as exc:
-            raise SendError(f"{endpoint}: {_first_line(exc)}") from exc
-        except (OSError, ValueError) as exc:  # ValueError: a body that is not JSON (a proxy's page)
-            raise SendError(f"{endpoint}: {type(exc).__name__}: {_first_line(exc)}") from exc
+            raise RestError(f"{endpoint}: {exc.error_code}: {_first_line(exc)}", status=response.status_code,
+                            code=exc.error_code) from exc
+        except MlflowException as exc:  # not MLflow's JSON error: a proxy's page, a plain 404
+            raise RestError(f"{endpoint}: HTTP {response.status_code}: {response.text[:120]!r}",
+                            status=response.status_code) from exc
+        return response
 
 
 def _first_line(exc: BaseException) -> str:

@@ -29,7 +29,7 @@ from . import keras_hook
 from .keras_callback import CallbackCore
 from .metrics_logger import MetricsLogger
 from .redact import strip_credentials
-from .rest import MlflowRest, SendError
+from .rest import MlflowRest, RestError
 from .retry import Backoff, Deadline
 from .spool import Spool
 from .tracking import TrackingContext
@@ -194,7 +194,7 @@ class TrialRuns:
                 timeout = min(self.ctx.config.send_timeout, max(0.1, deadline.remaining()))
                 return rest.create_run(self.ctx.experiment_id, f"trial-{trial_id}", tags,
                                        int(self._clock() * 1000), timeout)
-            except SendError as exc:
+            except RestError as exc:
                 delay = next(delays)
                 if not exc.retryable or deadline.remaining() <= delay:
                     log.warning("trial %s runs without its own MLflow run: creating it failed %d time(s) (%s); "

@@ -216,14 +216,14 @@ def test_a_remote_savedmodel_is_the_version_source(mlflow_server):
     """On GCS (every Vertex pipeline), the registered version's source is the SavedModel's own URI."""
     from mlflow import MlflowClient
 
-    from trainer_runtime.mlflow_api import BoundedApi
+    from trainer_runtime.rest import MlflowRest
     from trainer_runtime.model_record import register
 
     client = MlflowClient(mlflow_server.url)
     run_id = client.create_run(client.create_experiment(f"remote-{uuid.uuid4().hex[:6]}")).info.run_id
     uri = "gs://bucket/root/Trainer/model/7/Format-Serving"
     name = f"remote-{uuid.uuid4().hex[:6]}"
-    result = register(BoundedApi(mlflow_server.url, 5), name, run_id, uri, {"tfx.pipeline": "p"})
+    result = register(MlflowRest(mlflow_server.url, 5), name, run_id, uri, {"tfx.pipeline": "p"})
     assert result["state"] == "registered" and result["source"] == uri
     version = client.get_model_version(name, result["version"])
     assert version.source == uri and version.run_id == run_id and version.tags["tfx.pipeline"] == "p"

@@ -81,7 +81,7 @@ def log_datasets(ctx: Any, fn_args: Any, input_dict: Mapping[str, Any] | None) -
     """Log the Trainer's inputs on ``ctx``'s run, one bounded call. Never raises; the status says how it went."""
     if not ctx.config.log_datasets:
         return
-    from ..mlflow_api import ApiError, BoundedApi
+    from ..rest import MlflowRest, RestError
 
     try:
         datasets = datasets_from_artifacts(input_dict) if input_dict else datasets_from_fn_args(fn_args)
@@ -94,8 +94,8 @@ def log_datasets(ctx: Any, fn_args: Any, input_dict: Mapping[str, Any] | None) -
     try:
         # Before training starts: a slow server may cost it one short request, no more.
         timeout = min(ctx.config.request_timeout, ctx.config.send_timeout)
-        BoundedApi(ctx.tracking_uri, timeout).log_inputs(ctx.run_id, datasets)
+        MlflowRest(ctx.tracking_uri, timeout).log_inputs(ctx.run_id, datasets)
         ctx.extra_status["datasets"] = {"state": "logged", "names": [d["dataset"]["name"] for d in datasets]}
-    except ApiError as exc:
+    except RestError as exc:
         log.warning("the Trainer's inputs are not on the run as datasets: %s; training goes on", exc)
         ctx.extra_status["datasets"] = {"state": "failed", "reason": str(exc)}
