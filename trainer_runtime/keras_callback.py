@@ -16,18 +16,19 @@ import logging
 import time
 from typing import Any
 
+from .metrics_logger import to_float
+
 log = logging.getLogger(__name__)
 
 MARKER = "_trainer_runtime_callback"
 
 
-def _to_float(value: Any) -> Any:
-    if hasattr(value, "numpy"):
-        value = value.numpy()
+def _float_or_raw(value: Any) -> Any:
+    """``value`` as a float, or as given when it is not a number (the logger drops and reports it once)."""
     try:
-        return float(value)
+        return to_float(value)
     except (TypeError, ValueError):
-        return value  # the logger drops and reports non-numbers once
+        return value
 
 
 class CallbackCore:
@@ -87,7 +88,7 @@ class CallbackCore:
             self.epoch_offset = self.next_epoch_step - epoch
         self.next_epoch_step = self.epoch_offset + epoch + 1
         if logs:
-            values = {k: _to_float(v) for k, v in logs.items()}
+            values = {k: _float_or_raw(v) for k, v in logs.items()}
             self.final_metrics = {k: v for k, v in values.items() if isinstance(v, float)}
             self.logger.log_metrics(values, self.epoch_offset + epoch)
         self.seconds += time.perf_counter() - started

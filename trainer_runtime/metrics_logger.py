@@ -127,7 +127,12 @@ class LoggerReport:
 _STOP = ("stop",)
 
 
-def _to_float(value: Any) -> float:
+def to_float(value: Any) -> float:
+    """A logged value (a Python or numpy number, a scalar tensor) as a float.
+
+    Raises:
+        TypeError, ValueError: it is not a number.
+    """
     if hasattr(value, "numpy"):
         value = value.numpy()
     return float(value)
@@ -304,7 +309,7 @@ class MetricsLogger:
         for name, raw in values.items():
             name = prefix + str(name)
             try:
-                number = _to_float(raw)
+                number = to_float(raw)
             except (TypeError, ValueError):
                 if self.counts.reject("not_a_number", name=str(name), detail=type(raw).__name__):
                     log.warning("metric %r dropped: not a number (%s); reported once", name, type(raw).__name__)
