@@ -170,7 +170,7 @@ def _startup(s: dict) -> list[str]:
                      f"{', '.join(heavy) if heavy else 'none'}.")
     if s.get("preflight_ms"):
         lines.append(f"- Preflight against the warm server (`run_tracked` called → `train` entered: health, "
-                     f"API call, version, experiment, run created and read back, status files): "
+                     f"API call that is the experiment's lookup, version, run created, status files): "
                      f"{_spread(s['preflight_ms'], '{:.0f}')} ms.")
     cold = s.get("cold") or {}
     if cold.get("healthy_to_train_s") is not None:

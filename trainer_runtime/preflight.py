@@ -1,5 +1,8 @@
 """Server checks before training: health (with cold-start retries), a real API call, version.
 
+The API call is the experiment lookup the run needs anyway (``experiments/get-by-name``),
+so the preflight costs no round trip of its own beyond /health and /version.
+
 All HTTP goes through MLflow's own ``http_request`` (so the registered header
 providers add auth), with MLflow's retries off: retries here are ours, bounded
 by one total time budget, and each one is logged as "attempt i of n: reason".
@@ -32,6 +35,26 @@ class Reply:
     error: str = ""             # connection-level failure, when status is None
 
 
+#: characters of an answer kept (error messages quote 300; an experiment's JSON must parse whole)
+MAX_BODY = 100_000
+
+
+@dataclass(frozen=True)
+class ExperimentLookup:
+    """What the API check learnt of the run's experiment: ``experiment_id`` None when the server
+    says it does not exist (yet)."""
+
+    experiment_id: str | None
+    lifecycle_stage: str = "active"
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    version: str
+    #: None when the answer could not be read (the caller looks the experiment up itself)
+    experiment: ExperimentLookup | None
+
+
 #: (endpoint, timeout seconds) -> Reply
 Probe = Callable[[str, float], Reply]
 
@@ -54,7 +77,7 @@ def mlflow_probe(tracking_uri: str) -> Probe:
             raise
         except Exception as exc:  # requests/urllib3 errors that MLflow did not wrap
             return Reply(None, error=_short(f"{type(exc).__name__}: {exc}"))
-        return Reply(resp.status_code, resp.text[:2000])
+        return Reply(resp.status_code, resp.text[:MAX_BODY])
 
     return probe
 
@@ -193,11 +216,23 @@ class Checker:
             self.sleep(min(next(polls if fast else delays), remaining))
 
 
-def check_server(checker: Checker, experiment_name: str) -> str:
-    """Health, then a real API call, then the version. Returns the server version."""
+def check_server(checker: Checker, experiment_name: str) -> ServerFacts:
+    """Health, then a real API call (the experiment's lookup), then the version."""
     checker.get("/health", "health check")
     # /health skips MLflow's Host-header check; a real API call does not.
-    checker.get(f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={quote(experiment_name)}",
-                "API check")
+    lookup = checker.get(f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={quote(experiment_name)}",
+                         "API check")
     reply = checker.probe("/version", max(0.1, min(checker.request_timeout, checker.deadline.remaining())))
-    return reply.body.strip() if reply.status == 200 and reply.body.strip() else "unknown"
+    version = reply.body.strip() if reply.status == 200 and reply.body.strip() else "unknown"
+    return ServerFacts(version, read_experiment(lookup))
+
+
+def read_experiment(reply: Reply) -> ExperimentLookup | None:
+    """The get-by-name answer as an :class:`ExperimentLookup`; None if it cannot be read."""
+    if reply.status == 404:  # classify() let it through: MLflow's RESOURCE_DOES_NOT_EXIST
+        return ExperimentLookup(None)
+    try:
+        experiment = json.loads(reply.body)["experiment"]
+        return ExperimentLookup(str(experiment["experiment_id"]), experiment.get("lifecycle_stage", "active"))
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -117,9 +117,10 @@ def open_tracking(config: RuntimeConfig, deps: Deps, tags: Mapping[str, str] | N
 
     experiment_name = config.experiment_name or DEFAULT_EXPERIMENT
     checker = server_checker(config, deps, mode, source, identity)
-    version = check_server(checker, experiment_name)
+    facts = check_server(checker, experiment_name)
+    version = facts.version
     client = deps.client_factory(config.tracking_uri)
-    experiment_id = ensure_experiment(client, experiment_name)
+    experiment_id = ensure_experiment(client, experiment_name, facts.experiment)
     run = open_run(client, experiment_id, config.run_id, config.run_name,
                    {**version_tags(config), **(tags or {})},
                    run_key=attempts.run_key(config.run_key, tags or {}, deps.env))

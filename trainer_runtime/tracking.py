@@ -14,6 +14,7 @@ from . import attempts
 from .config import RuntimeConfig
 from .errors import ConfigError, TrackingApiError, TrackingAuthError
 from .metrics_logger import MetricsLogger
+from .preflight import ExperimentLookup
 from .redact import strip_credentials
 from .rest import MlflowRest
 from .spool import Spool
@@ -30,35 +31,42 @@ def _api_error(action: str, exc: Exception) -> Exception:
     return TrackingApiError(f"{action}: {exc}", hint="check the tracking server's logs")
 
 
-def ensure_experiment(client: Any, name: str) -> str:
-    """The id of experiment ``name``, created if missing. Safe when trainers race to create it."""
+def ensure_experiment(client: Any, name: str, known: ExperimentLookup | None = None) -> str:
+    """The id of experiment ``name``, created if missing. Safe when trainers race to create it.
+
+    ``known``: the preflight's lookup of ``name`` (its API check), which saves asking again.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            try:
-                return client.create_experiment(name)
-            except MlflowException as exc:
-                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-                log.info("experiment %r was created concurrently; using it", name)
-                experiment = client.get_experiment_by_name(name)
+        if known is not None and known.experiment_id is not None:
+            experiment_id, stage = known.experiment_id, known.lifecycle_stage
+        else:
+            experiment = client.get_experiment_by_name(name) if known is None else None
+            if experiment is None:
+                try:
+                    return client.create_experiment(name)
+                except MlflowException as exc:
+                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                    log.info("experiment %r was created concurrently; using it", name)
+                    experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise TrackingApiError(f"experiment {name!r} vanished right after it was created",
+                                       hint="another process may be deleting experiments; check the server")
+            experiment_id, stage = experiment.experiment_id, experiment.lifecycle_stage
     except MlflowException as exc:
         raise _api_error(f"get-or-create experiment {name!r}", exc) from exc
-    if experiment is None:
-        raise TrackingApiError(f"experiment {name!r} vanished right after it was created",
-                               hint="another process may be deleting experiments; check the server")
-    if experiment.lifecycle_stage == "deleted":
-        raise ConfigError(f"experiment {name!r} (id {experiment.experiment_id}) is deleted",
+    if stage == "deleted":
+        raise ConfigError(f"experiment {name!r} (id {experiment_id}) is deleted",
                           hint=f"restore it (mlflow experiments restore --experiment-id "
-                               f"{experiment.experiment_id}) or choose another experiment name")
-    return experiment.experiment_id
+                               f"{experiment_id}) or choose another experiment name")
+    return experiment_id
 
 
 def open_run(client: Any, experiment_id: str, run_id: str | None, run_name: str | None,
              tags: dict[str, str], run_key: str | None = None) -> Any:
-    """Open the run this attempt logs to and read it back from the server.
+    """Open the run this attempt logs to, as the server holds it.
 
     ``run_id`` (``MLFLOW_RUN_ID``) wins; else the run whose ``trainer_runtime.run_key``
     tag is ``run_key`` in this experiment (a retried task: the first attempt opened it);
@@ -84,9 +92,9 @@ def open_run(client: Any, experiment_id: str, run_id: str | None, run_name: str 
             existing = find_run(client, experiment_id, run_key)
         if existing is None:
             keyed = {attempts.RUN_KEY_TAG: run_key} if run_key else {}
-            run_id = client.create_run(experiment_id, run_name=run_name,
-                                       tags={**tags, **keyed, attempts.ATTEMPTS_TAG: "1"}).info.run_id
-            return client.get_run(run_id)
+            # the server answers with the run it created (info and tags): no read-back needed
+            return client.create_run(experiment_id, run_name=run_name,
+                                     tags={**tags, **keyed, attempts.ATTEMPTS_TAG: "1"})
         run_id = existing.info.run_id
         attempt = attempts.attempts_of(existing) + 1
         if attempt > 1:

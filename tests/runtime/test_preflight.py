@@ -46,6 +46,37 @@ def test_warm_server_passes_and_writes_both_files(mlflow_server, tmp_path, clean
     assert seconds < 10
 
 
+def test_preflight_asks_each_question_once(fault_proxy, tmp_path, clean_env):
+    """The round trips before training, counted at a real proxy: the API check is the experiment
+    lookup (not asked again), and the created run is what the server answered (no read-back).
+    On Cloud Run each round trip is tens of milliseconds before the first step."""
+    api = "/api/2.0/mlflow"
+    env = _env(fault_proxy.url)
+    seen = []
+
+    def preflight_requests(_ctx):
+        seen.append(fault_proxy.control.stats()["requests"])
+
+    for _ in range(2):  # a new experiment, then the same one again
+        fault_proxy.control.set(reset=True)
+        run_tracked(lambda: load_config(env), preflight_requests, status_dir=str(tmp_path), deps=deps(env))
+    once = {"/health": 1, f"{api}/experiments/get-by-name": 1, "/version": 1, f"{api}/runs/create": 1}
+    assert seen == [{**once, f"{api}/experiments/create": 1}, once]
+
+
+def test_a_deleted_experiment_is_refused_from_the_preflight_lookup(mlflow_server, tmp_path, clean_env):
+    from mlflow import MlflowClient
+
+    from trainer_runtime.errors import ConfigError
+
+    env = _env(mlflow_server.url)
+    client = MlflowClient(mlflow_server.url)
+    client.delete_experiment(client.create_experiment(env["MLFLOW_EXPERIMENT_NAME"]))
+    _, exc, _, status, trained = _run(env, tmp_path)
+    assert isinstance(exc, ConfigError) and "is deleted" in str(exc) and not trained
+    assert status["stage"] == "failed"
+
+
 def test_cold_start_of_20s_passes(fault_proxy, tmp_path, clean_env, caplog):
     fault_proxy.control.set(cold_start_seconds=20)
     caplog.set_level(logging.WARNING, "trainer_runtime.preflight")
