@@ -14,7 +14,7 @@ from typing import Any
 
 from . import outcome, signals
 from .heartbeat import Heartbeat
-from .spool import ACKED_FILE
+from .spool import ACKED_FILE, SPOOL_FILE
 from .status import StatusReporter
 from .storage import TextDir
 from .tracking import TrackingContext
@@ -96,8 +96,14 @@ def _tracking_state(ctx: TrackingContext, reporter: StatusReporter | None, repor
 
 
 def upload_spool(spool: Any, directory: TextDir, deadline: float | None = None) -> str:
-    """Copy the spool's two files beside the status (``mlflow_spool.jsonl``/``.acked``)."""
+    """Sync the open ``spool`` to disk, then :func:`upload_spool_dir` its directory."""
     spool.sync()
-    uri = directory.write_file(UPLOADED_SPOOL, spool.path, deadline=deadline)
-    directory.write_file(UPLOADED_ACKED, os.path.join(spool.directory, ACKED_FILE), deadline=deadline)
+    return upload_spool_dir(spool.directory, directory, deadline)
+
+
+def upload_spool_dir(spool_dir: str, directory: TextDir, deadline: float | None = None) -> str:
+    """Copy the two files of the spool in ``spool_dir`` into ``directory`` (``mlflow_spool.jsonl``/
+    ``.acked``, where ``trainer-runtime replay <directory>`` finds them); returns the jsonl's URI."""
+    uri = directory.write_file(UPLOADED_SPOOL, os.path.join(spool_dir, SPOOL_FILE), deadline=deadline)
+    directory.write_file(UPLOADED_ACKED, os.path.join(spool_dir, ACKED_FILE), deadline=deadline)
     return uri

@@ -236,3 +236,64 @@ def test_sigterm_mid_trial_ends_the_trial_and_the_search_killed(mlflow_server, i
     status = json.loads(found[0].read_text())
     assert status["stage"] == "killed" and status["exit_code"] == 143
     assert status["trials"]["runs"] == {"0": trials["trial-0"].info.run_id}
+
+
+def test_a_trial_spool_not_fully_sent_is_uploaded_beside_the_status_and_replays(mlflow_server, tmp_path, clean_env):
+    """A trial whose close could not send everything: ``record_trials`` copies its spool (written by a
+    real Spool: one point acknowledged, one point and the run's end not) beside the status under
+    ``trial-<id>/``, and the replay command it writes lands the rest on the live server."""
+    import io
+    import time
+
+    from mlflow import MlflowClient
+
+    from trainer_runtime.config import load_config
+    from trainer_runtime.replay import replay
+    from trainer_runtime.retry import Deadline
+    from trainer_runtime.spool import ACKED_FILE, SPOOL_FILE, Spool
+    from trainer_runtime.tfx.tuner import record_trials
+    from trainer_runtime.tracking import TrackingContext
+    from trainer_runtime.trials import TrialRuns
+
+    client = MlflowClient(mlflow_server.url)
+    experiment = f"trial-spool-{uuid.uuid4().hex[:8]}"
+    experiment_id = client.create_experiment(experiment)
+    search = client.create_run(experiment_id, run_name="search").info.run_id
+    trial_run = client.create_run(experiment_id, run_name="trial-3", tags={"mlflow.parentRunId": search}).info.run_id
+    now_ms = int(time.time() * 1000)
+    client.log_metric(trial_run, "loss", 0.5, now_ms, step=0)  # the point the trial's logger did send
+    spool = Spool(str(tmp_path / "spool" / "trial-3"),
+                  {"run_id": trial_run, "experiment_id": experiment_id, "tracking_uri": mlflow_server.url})
+    spool.append([{"k": "m", "key": "loss", "value": 0.5, "ts": now_ms, "step": 0},
+                  {"k": "m", "key": "loss", "value": 0.25, "ts": now_ms, "step": 1},
+                  {"k": "end", "status": "FINISHED", "end_time": now_ms}])
+    spool.ack(1)
+    spool.close()
+
+    config = load_config({"MLFLOW_TRACKING_URI": mlflow_server.url,
+                          "TRAINER_RUNTIME_SPOOL_DIR": str(tmp_path / "spool" / "search")})
+    ctx = TrackingContext(client, config, experiment_id, experiment, search, "search", "test", "none")
+    trials = TrialRuns(ctx)
+    trials.summary.count = trials.summary.completed = 1
+    trials.summary.runs["3"] = trial_run
+    trials.summary.unsent.append({"trial_id": "3", "run_id": trial_run, "pending": 2, "run_closed": False,
+                                  "spool_dir": spool.directory})
+    ctx.extra_status["trials"] = trials.summary.as_dict()
+    status_dir = tmp_path / "status"
+    record_trials(ctx, trials, str(status_dir))
+    assert ctx.logger.close(Deadline(30)).pending == 0
+
+    uploaded = status_dir / "trial-3"
+    assert (uploaded / "mlflow_spool.jsonl").read_text() == (tmp_path / "spool" / "trial-3" / SPOOL_FILE).read_text()
+    assert (uploaded / "mlflow_spool.acked").read_text() == (tmp_path / "spool" / "trial-3" / ACKED_FILE).read_text()
+    unsent = ctx.extra_status["trials"]["unsent"][0]
+    assert unsent["spool_uri"] == str(uploaded / "mlflow_spool.jsonl")
+    assert unsent["replay_command"] == f"trainer-runtime replay {uploaded}"
+
+    out = io.StringIO()
+    assert replay(unsent["replay_command"].split(" ", 2)[2], {}, out) == 0, out.getvalue()
+    assert "replayed 1 of 1 pending points" in out.getvalue()
+    trial = client.get_run(trial_run)
+    assert trial.info.status == "FINISHED"
+    assert history_steps(client, trial_run, "loss") == [0, 1]
+    assert client.get_run(search).data.metrics == {"trials.count": 1, "trials.completed": 1, "trials.failed": 0}

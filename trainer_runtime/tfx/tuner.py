@@ -120,17 +120,15 @@ def record_trials(tracking: TrackingContext, trials: TrialRuns, status_dir: str)
     status = tracking.extra_status["trials"]
     if not summary.unsent:
         return
-    from ..closing import UPLOADED_ACKED, UPLOADED_SPOOL
-    from ..spool import ACKED_FILE, SPOOL_FILE
+    from ..closing import upload_spool_dir
     from ..storage import open_dir
 
     for unsent in status["unsent"]:
         target = unsent["spool_dir"]
         try:
             directory = open_dir(f"{status_dir.rstrip('/')}/trial-{unsent['trial_id']}")
-            directory.write_file(UPLOADED_SPOOL, f"{unsent['spool_dir']}/{SPOOL_FILE}", deadline=5.0)
-            directory.write_file(UPLOADED_ACKED, f"{unsent['spool_dir']}/{ACKED_FILE}", deadline=5.0)
-            target = unsent["spool_uri"] = directory.describe()
+            unsent["spool_uri"] = upload_spool_dir(unsent["spool_dir"], directory, deadline=5.0)
+            target = directory.describe()
         except Exception as exc:  # the local spool is still there; the status says where
             log.error("could not upload trial %s's spool beside the status: %s", unsent["trial_id"], exc)
         unsent["replay_command"] = f"trainer-runtime replay {target}"
