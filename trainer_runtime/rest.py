@@ -119,6 +119,10 @@ class MlflowRest:
     def get_run(self, run_id: str, timeout: float | None = None) -> dict:
         return self.call(GET_RUN, {"run_id": run_id}, method="GET", timeout=timeout)["run"]
 
+    def artifact_uri(self, run_id: str, timeout: float | None = None) -> str:
+        """Where ``run_id``'s artifacts go (``mlflow-artifacts:/…``, ``gs://…``), for :meth:`put_artifact`."""
+        return self.get_run(run_id, timeout)["info"]["artifact_uri"]
+
     def log_inputs(self, run_id: str, datasets: list[dict], timeout: float | None = None) -> None:
         self.call(LOG_INPUTS, {"run_id": run_id, "datasets": datasets}, timeout=timeout)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from typing import Any, Dict, List
 
@@ -29,6 +28,8 @@ from tfx.components.tuner import executor as stock
 from tfx.types import artifact_utils, standard_component_specs
 
 from ..config import RuntimeConfig, load_config
+from ..rest import MlflowRest
+from ..retry import Deadline
 from ..session import run_tracked
 from ..tracking import TrackingContext
 from ..trials import TrialRuns
@@ -40,8 +41,8 @@ from .tracked import fail
 
 log = logging.getLogger(__name__)
 
-#: seconds the best_hyperparameters.json upload may hold up the end of the search (MLflow's artifact
-#: client retries on its own; past this it goes on in the background and the status says so).
+#: seconds the best_hyperparameters.json upload (the run's artifact URI, then the file) may hold up
+#: the end of the search; each request is tried once, so a down server costs no more.
 ARTIFACT_WAIT = 10.0
 
 
@@ -157,21 +158,14 @@ def log_best(tracking: TrackingContext, tuner: Any, trials: TrialRuns) -> None:
 
 
 def upload_best(tracking: TrackingContext, text: str) -> None:
-    """``best_hyperparameters.json`` as an artifact of the search's run, waiting at most ARTIFACT_WAIT."""
-    outcome: Dict[str, Any] = {}
-
-    def upload() -> None:
-        try:
-            tracking.client.log_text(tracking.run_id, text, "best_hyperparameters.json")
-            outcome["ok"] = True
-        except Exception as exc:  # reported below; the params above carry the same values
-            outcome["error"] = f"{type(exc).__name__}: {exc}"
-
-    worker = threading.Thread(target=upload, name="trainer-runtime-artifact", daemon=True)
-    worker.start()
-    worker.join(ARTIFACT_WAIT)
-    if not outcome.get("ok"):
-        error = outcome.get("error") or f"still uploading after {ARTIFACT_WAIT:.0f}s"
+    """``best_hyperparameters.json`` as an artifact of the search's run, within ARTIFACT_WAIT. Never raises."""
+    deadline = Deadline(ARTIFACT_WAIT)
+    try:
+        api = MlflowRest(tracking.tracking_uri, ARTIFACT_WAIT)
+        api.put_artifact(api.artifact_uri(tracking.run_id), "best_hyperparameters.json", text.encode(),
+                         "application/json", timeout=deadline.remaining())
+    except Exception as exc:  # reported here; the params above carry the same values
+        error = f"{type(exc).__name__}: {exc}"
         log.warning("best_hyperparameters.json not logged to run %s: %s; the best.hp.* params hold the same "
                     "values", tracking.run_id, error)
         tracking.extra_status.setdefault("best", {})["artifact_error"] = error[:300]
