@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import math
 import posixpath
-from typing import Any
+import threading
+from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
 from .redact import redact
@@ -128,27 +129,21 @@ class MlflowRest:
 
     def put_artifact(self, artifact_uri: str, path: str, content: bytes, content_type: str,
                      timeout: float | None = None) -> str:
-        """Upload ``content`` to ``<artifact_uri>/<path>``; returns the artifact's URI.
+        """Upload ``content`` to ``<artifact_uri>/<path>`` within the timeout; returns the artifact's URI.
 
         Proxied artifacts (``mlflow-artifacts:``, the usual Cloud Run setup) are one
-        bounded PUT here. Other stores (``gs://`` read directly by clients) go through
-        MLflow's artifact repository, whose own retries the caller's budget bounds.
+        bounded PUT here. Other stores (``gs://`` written directly by clients) go through
+        MLflow's artifact repository, whose own retries and timeouts are not ours: it
+        runs on a daemon thread that the timeout stops waiting for (RestError).
         """
+        seconds = self.timeout if timeout is None else timeout
         if urlsplit(artifact_uri).scheme == "mlflow-artifacts":
             root = urlsplit(artifact_uri).path.strip("/")
             endpoint = ARTIFACTS + quote(posixpath.join(root, path))
-            self._request(endpoint, "PUT", timeout, data=content, extra_headers={"Content-Type": content_type})
+            self._request(endpoint, "PUT", seconds, data=content, extra_headers={"Content-Type": content_type})
         else:
-            import os
-            import tempfile
-
-            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-            with tempfile.TemporaryDirectory() as tmp:
-                local = os.path.join(tmp, posixpath.basename(path))
-                with open(local, "wb") as fh:
-                    fh.write(content)
-                get_artifact_repository(artifact_uri).log_artifact(local, posixpath.dirname(path) or None)
+            _within(seconds, lambda: _repository_upload(artifact_uri, path, content),
+                    f"{artifact_uri.rstrip('/')}/{path}")
         return f"{artifact_uri.rstrip('/')}/{path}"
 
     def _request(self, endpoint: str, method: str, timeout: float | None, **kwargs: Any) -> Any:
@@ -172,6 +167,41 @@ class MlflowRest:
             raise RestError(f"{endpoint}: HTTP {response.status_code}: {response.text[:120]!r}",
                             status=response.status_code) from exc
         return response
+
+
+def _repository_upload(artifact_uri: str, path: str, content: bytes) -> None:
+    import os
+    import tempfile
+
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, posixpath.basename(path))
+        with open(local, "wb") as fh:
+            fh.write(content)
+        get_artifact_repository(artifact_uri).log_artifact(local, posixpath.dirname(path) or None)
+
+
+def _within(seconds: float, work: Callable[[], None], what: str) -> None:
+    """``work`` on a daemon thread, waited for at most ``seconds``; its failure or its lateness as a
+    RestError (a late one goes on unobserved: nothing can interrupt MLflow's client mid-call)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            work()
+            outcome["ok"] = True
+        except Exception as exc:  # reported to the caller below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="trainer-runtime-artifact", daemon=True)
+    worker.start()
+    worker.join(max(0.1, seconds))
+    if "error" in outcome:
+        exc = outcome["error"]
+        raise RestError(f"{what}: {type(exc).__name__}: {_first_line(exc)}") from exc
+    if not outcome.get("ok"):
+        raise RestError(f"{what}: still uploading after {seconds:g}s")
 
 
 def _first_line(exc: BaseException) -> str:
