@@ -80,6 +80,7 @@ def outages(fits: list[dict[str, Any]], healthy: dict[str, dict[str, Any]]) -> l
         expected, present = fit.get("points_expected"), fit.get("points_present")
         healthy_end = (healthy.get(fit["config"], {}).get("end_of_run_s") or {}).get("median")
         status = fit.get("runtime_status") or {}
+        in_spool = (status.get("logging") or {}).get("pending") or 0
         rows.append({
             "scenario": fit["scenario"], "delay": fit["delay"], "config": fit["config"],
             "label": BY_NAME[fit["config"]].label, "error": fit.get("error"),
@@ -91,9 +92,8 @@ def outages(fits: list[dict[str, Any]], healthy: dict[str, dict[str, Any]]) -> l
             "points_expected": expected, "points_present": present,
             # what the runtime's spool kept (a degraded close, replayable) is not lost; system/* points
             # counted before count_points skipped them would make this negative
-            "points_in_spool": (status.get("logging") or {}).get("pending") or 0,
-            "points_lost": None if expected is None or present is None else max(
-                0, expected - present - ((status.get("logging") or {}).get("pending") or 0)),
+            "points_in_spool": in_spool,
+            "points_lost": None if expected is None or present is None else max(0, expected - present - in_spool),
             "duplicates": (fit.get("points_raw") or 0) - (present or 0),
             "runtime_logging": status.get("logging"),
             "pending_at_fit_end": fit.get("pending_at_fit_end"),
@@ -137,13 +137,10 @@ def targets(over: dict[str, dict], outage_rows: list[dict], start: dict, image: 
     backlog_note = ""
     if worst is not None and worst["end_of_run_s"] > 2.0 and worst.get("pending_at_fit_end"):
         sent = worst["pending_at_fit_end"] - (worst.get("points_in_spool") or 0)
+        pace = f"at {sent / worst['end_of_run_s']:,.0f} points/s (the server's pace on these cores)"
         backlog_note = (f"{worst['label']}: {worst['pending_at_fit_end']:,} points were still pending when fit "
-                        f"returned; the close sent {sent:,} at {sent / worst['end_of_run_s']:,.0f} points/s (the "
-                        f"server's pace on these cores), the rest stayed in the spool"
-                        if worst.get("points_in_spool") else
-                        f"{worst['label']}: {worst['pending_at_fit_end']:,} points were still pending when fit "
-                        f"returned, sent at {sent / worst['end_of_run_s']:,.0f} points/s (the server's pace on "
-                        "these cores)")
+                        + (f"returned; the close sent {sent:,} {pace}, the rest stayed in the spool"
+                           if worst.get("points_in_spool") else f"returned, sent {pace}"))
     cold = start.get("cold") or {}
     preflight_ms = (start.get("preflight_ms") or {}).get("median")
     none = over.get("none", {})

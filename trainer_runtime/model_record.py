@@ -100,7 +100,7 @@ def _record(api: MlflowRest, ctx: Any, serving_model_uri: str, model_run_uri: st
                  "tensorboard_log_dir": tags.get("trainer_runtime.tensorboard_log_dir"),
                  **{k: v for k, v in tags.items() if k in VERSION_TAGS}}
     try:
-        artifact_uri = api.artifact_uri(ctx.run_id)
+        artifact_uri = getattr(ctx, "artifact_uri", None) or api.artifact_uri(ctx.run_id)
         model["artifacts"] = [
             api.put_artifact(artifact_uri, f"{ARTIFACT_DIR}/{name}",
                              (json.dumps(content, indent=2, sort_keys=True) + "\n").encode(), "application/json")

@@ -134,6 +134,7 @@ def open_tracking(config: RuntimeConfig, deps: Deps, tags: Mapping[str, str] | N
     return TrackingContext(client=client, config=config, experiment_id=experiment_id,
                            experiment_name=experiment_name, run_id=run.info.run_id,
                            run_name=run.info.run_name, server_version=version, auth_mode=mode,
+                           artifact_uri=run.info.artifact_uri,
                            identity=identity(), attempt=max(1, attempts.attempts_of(run)),
                            resume_epoch_step=epoch_step, resume_global_step=global_step)
 

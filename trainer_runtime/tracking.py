@@ -39,29 +39,33 @@ def ensure_experiment(client: Any, name: str, known: ExperimentLookup | None = N
     from mlflow.exceptions import MlflowException
 
     try:
-        if known is not None and known.experiment_id is not None:
-            experiment_id, stage = known.experiment_id, known.lifecycle_stage
-        else:
-            experiment = client.get_experiment_by_name(name) if known is None else None
-            if experiment is None:
-                try:
-                    return client.create_experiment(name)
-                except MlflowException as exc:
-                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                        raise
-                    log.info("experiment %r was created concurrently; using it", name)
-                    experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                raise TrackingApiError(f"experiment {name!r} vanished right after it was created",
-                                       hint="another process may be deleting experiments; check the server")
-            experiment_id, stage = experiment.experiment_id, experiment.lifecycle_stage
+        if known is None or known.experiment_id is None:
+            known = _get_or_create(client, name, ask_first=known is None)
     except MlflowException as exc:
         raise _api_error(f"get-or-create experiment {name!r}", exc) from exc
-    if stage == "deleted":
-        raise ConfigError(f"experiment {name!r} (id {experiment_id}) is deleted",
+    if known.lifecycle_stage == "deleted":
+        raise ConfigError(f"experiment {name!r} (id {known.experiment_id}) is deleted",
                           hint=f"restore it (mlflow experiments restore --experiment-id "
-                               f"{experiment_id}) or choose another experiment name")
-    return experiment_id
+                               f"{known.experiment_id}) or choose another experiment name")
+    return known.experiment_id
+
+
+def _get_or_create(client: Any, name: str, ask_first: bool) -> ExperimentLookup:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name) if ask_first else None
+    if experiment is None:
+        try:
+            return ExperimentLookup(client.create_experiment(name))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            log.info("experiment %r was created concurrently; using it", name)
+            experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        raise TrackingApiError(f"experiment {name!r} vanished right after it was created",
+                               hint="another process may be deleting experiments; check the server")
+    return ExperimentLookup(experiment.experiment_id, experiment.lifecycle_stage)
 
 
 def open_run(client: Any, experiment_id: str, run_id: str | None, run_name: str | None,
@@ -139,6 +143,8 @@ class TrackingContext:
     server_version: str
     auth_mode: str
     identity: str | None = None
+    #: the run's artifact root, as the server answered when the run was opened (None: ask it)
+    artifact_uri: str | None = None
     #: which attempt at this run this is (``attempts``): 1, or more when a retried task reattached to it
     attempt: int = 1
     #: where a continued run's steps go on: the first epoch step, and the global step so far

@@ -162,8 +162,9 @@ def upload_best(tracking: TrackingContext, text: str) -> None:
     deadline = Deadline(ARTIFACT_WAIT)
     try:
         api = MlflowRest(tracking.tracking_uri, ARTIFACT_WAIT)
-        api.put_artifact(api.artifact_uri(tracking.run_id), "best_hyperparameters.json", text.encode(),
-                         "application/json", timeout=deadline.remaining())
+        artifact_uri = tracking.artifact_uri or api.artifact_uri(tracking.run_id)
+        api.put_artifact(artifact_uri, "best_hyperparameters.json", text.encode(), "application/json",
+                         timeout=deadline.remaining())
     except Exception as exc:  # reported here; the params above carry the same values
         error = f"{type(exc).__name__}: {exc}"
         log.warning("best_hyperparameters.json not logged to run %s: %s; the best.hp.* params hold the same "
