@@ -14,6 +14,7 @@ from typing import Any
 
 from . import outcome, signals
 from .heartbeat import Heartbeat
+from .shipping import UPLOADED_ACKED, UPLOADED_SPOOL, ship_unacked
 from .spool import ACKED_FILE, SPOOL_FILE
 from .status import StatusReporter
 from .storage import TextDir
@@ -21,8 +22,6 @@ from .tracking import TrackingContext
 
 log = logging.getLogger(__name__)
 
-UPLOADED_SPOOL = "mlflow_spool.jsonl"
-UPLOADED_ACKED = "mlflow_spool.acked"
 #: seconds the first terminal write may retry: the close still has work to do after it.
 FIRST_WRITE = 5.0
 
@@ -36,6 +35,8 @@ def close_run(ctx: TrackingContext | None, reporter: StatusReporter | None, deci
     module's docstring gives). Never raises."""
     if beat is not None:
         beat.stop()
+    if ctx is not None and ctx.shipper is not None:
+        ctx.shipper.stop()
     if ctx is not None and ctx.system_metrics is not None:  # its samples go through the logger: stop it first
         ctx.extra_status["system_metrics"] = ctx.system_metrics.stop(min(1.0, budget.remaining() / 10))
     fields: dict[str, Any] = {"exit_code": decided.exit_code}
@@ -84,7 +85,9 @@ def _tracking_state(ctx: TrackingContext, reporter: StatusReporter | None, repor
                              "spool_dir": spool.directory, "spool_uri": spool.path}
     if reporter is not None:
         try:
-            state["spool_uri"] = upload_spool(spool, reporter.directory, deadline=budget.remaining() / 2)
+            spool.sync()
+            state["spool_uri"] = ship_unacked(spool.directory, ctx.logger.artifact_dir, reporter.directory,
+                                              deadline=budget.remaining() / 2)["spool_uri"]
             target = reporter.directory.describe()
         except Exception as exc:  # the local spool is still there; say so
             log.error("could not upload the spool beside the status: %s", exc)
@@ -93,12 +96,6 @@ def _tracking_state(ctx: TrackingContext, reporter: StatusReporter | None, repor
         target = spool.directory
     state["replay_command"] = f"trainer-runtime replay {target}"
     return state
-
-
-def upload_spool(spool: Any, directory: TextDir, deadline: float | None = None) -> str:
-    """Sync the open ``spool`` to disk, then :func:`upload_spool_dir` its directory."""
-    spool.sync()
-    return upload_spool_dir(spool.directory, directory, deadline)
 
 
 def upload_spool_dir(spool_dir: str, directory: TextDir, deadline: float | None = None) -> str:

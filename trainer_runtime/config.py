@@ -140,6 +140,21 @@ FIELDS: tuple[Field, ...] = (
     Field("spool_dir", envvars.SPOOL_DIR, _str, None,
           "Local directory of the run's spool (every accepted point, before it is sent). "
           "Default: `$TMPDIR/trainer-runtime/spool-<run_id>`.", "/tmp/spool"),
+    Field("spool_memory_mb", envvars.SPOOL_MEMORY_MB, _number(float, 1), 64.0,
+          "RAM the pending points may take (MB); past it they wait on disk in the spool and are read "
+          "back in order, so an outage of any length cannot run the trainer out of memory.", "64"),
+    Field("spool_ship_interval", envvars.SPOOL_SHIP_INTERVAL, _number(float, 0), 60.0,
+          "Seconds between uploads of the spool's unsent part beside the status while the server is "
+          "not taking it (a SIGKILL, OOM or lost node then loses at most this much); 0: only at the "
+          "close. Nothing is uploaded while everything is on the server.", "60"),
+    Field("artifact_max_mb", envvars.ARTIFACT_MAX_MB, _number(float, 0), 2048.0,
+          "Largest file (MB) user code may log as an artifact through MLflow's API while the runtime "
+          "routes it: each is copied into the spool at the call and uploaded by the sender. A larger "
+          "file is not logged, counted as `rejected.artifact_too_large` and warned about.", "2048"),
+    Field("route_mlflow", envvars.ROUTE_MLFLOW, _bool, True,
+          "Route MLflow's own API in your code (`mlflow.log_*`, `MlflowClient()`, autolog) through the "
+          "run's spool and bounded sender. Off: those calls go to the server with MLflow's own retries.",
+          "false"),
     Field("record_model", envvars.RECORD_MODEL, _bool, True,
           "After a successful Trainer: the SavedModel and model_run URIs (by reference, no copy) as "
           "`model/model_reference.json` and the serving signatures as `model/signature.json` on the run.",
@@ -206,6 +221,10 @@ class RuntimeConfig:
     send_timeout: float = 10.0
     heartbeat_interval: float = 30.0
     spool_dir: str | None = None
+    spool_memory_mb: float = 64.0
+    spool_ship_interval: float = 60.0
+    artifact_max_mb: float = 2048.0
+    route_mlflow: bool = True
     record_model: bool = True
     register_model_name: str | None = None
     model_record_timeout: float = 30.0

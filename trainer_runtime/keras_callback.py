@@ -47,6 +47,18 @@ class CallbackCore:
         self.epochs_total = 0
         #: time spent in our hooks on the training thread (what training pays for tracking)
         self.seconds = 0.0
+        #: the last epoch step at which this callback logged each key, and at which user code
+        #: (autolog, MLflow's API) did: one point per key and step, whoever logs it first
+        self._mine: dict[str, int] = {}
+        self._theirs: dict[str, int] = {}
+
+    def claimed(self, key: str, step: int) -> bool:
+        """User code logs ``key`` at ``step`` through MLflow: True when this callback already did
+        (the user's point is then dropped); else it is the user's, and the callback will skip it."""
+        if self._mine.get(key) == step:
+            return True
+        self._theirs[key] = step
+        return False
 
     def resume(self, epoch_step: int, global_step: int) -> None:
         """Continue a run that already has epochs up to ``epoch_step - 1`` and steps up to ``global_step``.
@@ -88,9 +100,20 @@ class CallbackCore:
             self.epoch_offset = self.next_epoch_step - epoch
         self.next_epoch_step = self.epoch_offset + epoch + 1
         if logs:
+            step = self.epoch_offset + epoch
             values = {k: _float_or_raw(v) for k, v in logs.items()}
             self.final_metrics = {k: v for k, v in values.items() if isinstance(v, float)}
-            self.logger.log_metrics(values, self.epoch_offset + epoch)
+            if self._theirs:
+                taken = [k for k in values if self._theirs.get(k) == step]
+                for key in taken:  # user code (autolog) logged it at this step first
+                    del values[key]
+                if taken:
+                    self.logger.counts.accept(len(taken))
+                    self.logger.counts.reject("duplicate_metric", len(taken), name=taken[0],
+                                              detail="user code logged it through MLflow first")
+            for key in values:
+                self._mine[key] = step
+            self.logger.log_metrics(values, step)
         self.seconds += time.perf_counter() - started
 
     def overhead(self) -> dict[str, float]:

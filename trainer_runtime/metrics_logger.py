@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import posixpath
 import re
 import threading
 import time
@@ -32,7 +34,7 @@ from typing import Any, Callable, Mapping
 from .redact import is_secret_key, redact
 from .rest import RestError
 from .retry import Backoff, Deadline
-from .spool import Spool
+from .spool import Spool, read_records
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,19 @@ MAX_PARAM_CHARS, MAX_TAG_CHARS = 6000, 8000
 _BAD_NAME_CHARS = re.compile(r"[^\w\-. :/]")
 #: seconds between the writer's passes over what training queued (close wakes it at once)
 WRITER_INTERVAL = 0.05
+#: bytes of RAM one pending record takes in the sender's window (measured: ~550 with its share of the deque; rounded up)
+RECORD_BYTES = 700
+#: records read back from the spool file at a time once the window has drained
+REFILL_RECORDS = 5_000
+#: an artifact upload may take send_timeout plus its size at this pace (bytes per second)
+ARTIFACT_BYTES_PER_SECOND = 2_000_000
+#: kinds of record that go to the server alone, each in a request of its own
+_ALONE = ("end", "a", "i")
+
+
+def window_records(megabytes: float) -> int:
+    """How many pending records the sender keeps in RAM for a window of ``megabytes``."""
+    return max(1_000, int(megabytes * 1_000_000 // RECORD_BYTES))
 
 
 def sanitize_name(name: str) -> str:
@@ -64,6 +79,23 @@ class Counts:
         self.renamed: dict[str, str] = {}
         self.truncated: dict[str, int] = {}
         self.outage_seconds = 0.0
+        #: when the outage in progress began (monotonic), so a run that ends inside one reports it
+        self.outage_since: float | None = None
+        self.artifacts = {"accepted": 0, "sent": 0, "bytes_sent": 0}
+
+    def outage_began(self, now: float) -> None:
+        with self._lock:
+            if self.outage_since is None:
+                self.outage_since = now
+
+    def outage_ended(self, now: float) -> float:
+        """Close the outage in progress; returns its length in seconds (0 when there was none)."""
+        with self._lock:
+            if self.outage_since is None:
+                return 0.0
+            seconds, self.outage_since = now - self.outage_since, None
+            self.outage_seconds += seconds
+            return seconds
 
     def accept(self, n: int) -> None:
         with self._lock:
@@ -100,11 +132,13 @@ class Counts:
 
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
+            ongoing = time.monotonic() - self.outage_since if self.outage_since is not None else 0.0
             return {"accepted": self.accepted, "sent": self.sent, "pending": self.pending,
                     "rejected": dict(self.rejected), "rejected_names": dict(self.rejected_names),
                     "renamed": dict(self.renamed), "truncated": dict(self.truncated),
                     "non_finite": self.non_finite, "send_failures": self.send_failures,
-                    "outage_seconds": round(self.outage_seconds, 1)}
+                    "outage_seconds": round(self.outage_seconds + ongoing, 1),
+                    "artifacts": dict(self.artifacts)}
 
 
 @dataclass
@@ -143,7 +177,8 @@ class MetricsLogger:
 
     def __init__(self, rest: Any, run_id: str, spool: Spool, *, max_queue: int = 100_000,
                  send_timeout: float = 10.0, linger: float = 0.2, backoff: Backoff | None = None,
-                 clock: Callable[[], float] = time.time, writer_interval: float = WRITER_INTERVAL) -> None:
+                 clock: Callable[[], float] = time.time, writer_interval: float = WRITER_INTERVAL,
+                 memory_window: int = window_records(64), artifact_dir: str | None = None) -> None:
         self._rest = rest
         self._run_id = run_id
         self.spool = spool
@@ -162,7 +197,11 @@ class MetricsLogger:
         self.counts = Counts()
         self._params_sent: dict[str, str] = {}
         self._names: dict[str, str] = {}   # name -> the name MLflow accepts (a cache: every step repeats them)
-        self._pending: deque = deque()      # spooled records not yet on the server, in order
+        self._pending: deque = deque()      # spooled records not yet on the server, in order (a window)
+        self._window = memory_window        # at most this many of them in RAM; the rest on disk only
+        self._overflow: int | None = None   # spool file offset of the first pending record not in RAM
+        #: where an artifact record's ``file`` is (the spool's own directory, or replay's copy)
+        self.artifact_dir = artifact_dir or spool.directory
         self._cond = threading.Condition()
         self._wake = threading.Event()      # interrupts the sender's backoff wait
         self._closing = False
@@ -171,7 +210,6 @@ class MetricsLogger:
         self._gave_up: str | None = None
         self._writer: threading.Thread | None = None
         self._sender: threading.Thread | None = None
-        self._outage_started: float | None = None
         if spool.resumed:  # a reopened spool: what it holds is sent first, in order
             points = sum(1 for r in spool.resumed if r["k"] != "end")
             self.counts.accept(points)
@@ -191,12 +229,33 @@ class MetricsLogger:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._put(("t", dict(tags)))
 
-    def _put(self, item: tuple) -> None:
+    def log_user(self, metrics: list[tuple[str, Any, int, int]], params: Mapping[str, Any] | None = None,
+                 tags: Mapping[str, Any] | None = None) -> None:
+        """What user code logged through MLflow's API: ``metrics`` as (key, value, timestamp ms, step),
+        each with its own step and time. The caller hands its lists over (no copy is made)."""
+        self._put(("u", metrics, params or {}, tags or {}), len(metrics) + len(params or ()) + len(tags or ()))
+
+    def log_artifact_file(self, file: str, uri: str, path: str, name: str, size: int) -> None:
+        """An artifact already copied to ``file`` (relative to :attr:`artifact_dir`), for
+        ``<uri>/<path>/<name>``."""
+        self._put(("a", {"k": "a", "uri": uri, "path": path, "name": name, "file": file, "bytes": size}), 1)
+
+    def log_inputs(self, datasets: list[dict[str, Any]]) -> None:
+        """Dataset inputs, as the body of MLflow's REST ``log-inputs`` carries them."""
+        self._put(("i", datasets), 1)
+
+    def in_outage(self) -> float | None:
+        """Seconds since the server last stopped answering the sender; None while it answers."""
+        since = self.counts.outage_since
+        return None if since is None else time.monotonic() - since
+
+    def _put(self, item: tuple, n: int | None = None) -> None:
         if len(self._inbox) < self._max_queue:
             self._inbox.append(item)
         else:
-            self.counts.accept(len(item[1]))
-            if self.counts.reject("queue_full", len(item[1]), name="<queue>",
+            n = len(item[1]) if n is None else n
+            self.counts.accept(n)
+            if self.counts.reject("queue_full", n, name="<queue>",
                                   detail="the local queue to the spool was full"):
                 log.warning("the logging queue is full (the spool's disk is stuck?); dropping new "
                             "points instead of blocking training; they are counted")
@@ -221,7 +280,7 @@ class MetricsLogger:
         while time.monotonic() < deadline:
             if not self._inbox and not self._writing:
                 with self._cond:
-                    if not self._pending:
+                    if not self._pending and self._overflow is None:
                         return True
             time.sleep(0.02)
         return False
@@ -239,10 +298,10 @@ class MetricsLogger:
         self._wake.set()
         with self._cond:
             self._cond.notify_all()
-            while (self._pending or self._writer.is_alive()) and deadline.remaining() > 0 \
-                    and self._gave_up is None:
+            while (self._pending or self._overflow is not None or self._writer.is_alive()) \
+                    and deadline.remaining() > 0 and self._gave_up is None:
                 self._cond.wait(timeout=min(0.05, deadline.remaining()))
-            unsent = len(self._pending)
+            unsent = len(self._pending) + (self._overflow is not None)
             self._stop_sending = True
             self._cond.notify_all()
         self._wake.set()
@@ -289,19 +348,51 @@ class MetricsLogger:
                 self._param_records(item[1], records)
             elif kind == "t":
                 self._tag_records(item[1], records)
+            elif kind == "u":
+                self._user_records(item[1], item[2], item[3], records)
+            elif kind == "a":
+                self.counts.accept(1)
+                self.counts.artifacts["accepted"] += 1
+                records.append(item[1])
+            elif kind == "i":
+                self.counts.accept(1)
+                records.append({"k": "i", "datasets": item[1]})
             elif kind == "end":
                 records.append({"k": "end", "status": item[1], "end_time": int(self._clock() * 1000)})
         if not records:
             return
-        written = self.spool.append(records)
-        points = sum(1 for r in written if r["k"] != "end")
-        self.counts.spooled(points)
-        with self._cond:
+        with self._cond:  # the sender reads the file back from offsets: appends happen under the lock
+            start = self.spool.size
+            written = self.spool.append(records)
+            points = sum(1 for r in written if r["k"] != "end")
+            self.counts.spooled(points)
             for record in written:
                 if record["k"] == "end":
                     self._end_seq = record["seq"]
-            self._pending.extend(written)
+            if self._overflow is None and len(self._pending) + len(written) <= self._window:
+                self._pending.extend(written)
+            elif self._overflow is None:  # the window is full: these stay on disk until it drains
+                self._overflow = start
             self._cond.notify_all()
+
+    def _user_records(self, metrics: list, params: Mapping[str, Any], tags: Mapping[str, Any], out: list) -> None:
+        if metrics:
+            self.counts.accept(len(metrics))
+            for key, raw, ts, step in metrics:
+                try:
+                    number = to_float(raw)
+                except (TypeError, ValueError):
+                    if self.counts.reject("not_a_number", name=str(key), detail=type(raw).__name__):
+                        log.warning("metric %r dropped: not a number (%s); reported once", key, type(raw).__name__)
+                    continue
+                if not math.isfinite(number):
+                    self.counts.non_finite_seen()
+                out.append({"k": "m", "key": self._renamed(str(key)), "value": number, "ts": int(ts),
+                            "step": int(step or 0)})
+        if params:
+            self._param_records(params, out)
+        if tags:
+            self._tag_records(tags, out)
 
     def _metric_records(self, values: Mapping[str, Any], step: Any, ts: int, prefix: str, out: list) -> None:
         # ``values`` is already the caller's copy (the callback's dict(logs)) or its own mapping
@@ -361,13 +452,16 @@ class MetricsLogger:
         while True:
             with self._cond:
                 while not self._pending and not self._stop_sending:
+                    if self._overflow is not None:
+                        self._refill()
+                        continue
                     self._cond.wait()
                 if self._stop_sending:
                     return
                 # Coalesce: one request for many steps, lingering a bounded moment (never at close).
                 linger_until = time.monotonic() + self._linger
                 while not self._closing and not self._stop_sending and len(self._pending) < MAX_METRICS \
-                        and time.monotonic() < linger_until:
+                        and self._overflow is None and time.monotonic() < linger_until:
                     self._cond.wait(timeout=linger_until - time.monotonic())
                 if self._stop_sending:
                     return
@@ -390,12 +484,17 @@ class MetricsLogger:
                 log.exception("unexpected error sending %s records; they stay in the spool", len(chunk))
                 time.sleep(1.0)
                 continue
-            if self._outage_started is not None:
-                seconds = time.monotonic() - self._outage_started
-                self.counts.outage_seconds += seconds
+            seconds = self.counts.outage_ended(time.monotonic())
+            if seconds:
                 log.warning("MLflow reachable again after %.1fs; sending the spooled points", seconds)
-                self._outage_started = None
             delays = self._backoff.delays()
+
+    def _refill(self) -> None:
+        """Under the lock: the next pending records from the spool file, once the window has drained."""
+        records, offset = read_records(self.spool.path, self._overflow or 0, self.spool.size,
+                                       min(REFILL_RECORDS, self._window))
+        self._pending.extend(records)
+        self._overflow = offset if offset < self.spool.size and records else None
 
     def _take_chunk(self) -> list[dict[str, Any]]:
         """The records at the head that fit one request (an ``end`` record goes alone)."""
@@ -404,7 +503,7 @@ class MetricsLogger:
         limits = {"m": MAX_METRICS, "p": MAX_PARAMS, "t": MAX_TAGS}
         for record in self._pending:
             kind = record["k"]
-            if kind == "end":
+            if kind in _ALONE:
                 if not chunk:
                     chunk.append(record)
                 break
@@ -416,9 +515,23 @@ class MetricsLogger:
 
     def _send(self, chunk: list[dict[str, Any]]) -> None:
         timeout = self._send_timeout
-        if chunk[0]["k"] == "end":
+        kind = chunk[0]["k"]
+        if kind == "end":
             self._rest.update_run(self._run_id, chunk[0]["status"], chunk[0]["end_time"], timeout)
             self._done(chunk, delivered=0)
+            return
+        if kind == "a":
+            self._send_artifact(chunk[0])
+            return
+        if kind == "i":
+            try:
+                self._rest.log_inputs(self._run_id, chunk[0]["datasets"], timeout)
+            except RestError as exc:
+                if exc.retryable:
+                    raise
+                self._refused(chunk[0], "inputs", "server_rejected", exc)
+                return
+            self._done(chunk, delivered=1)
             return
         try:
             self._post(chunk, timeout)
@@ -434,6 +547,34 @@ class MetricsLogger:
                 return
             for record in chunk:  # find the bad one(s); the rest must land
                 self._send([record])
+
+    def _send_artifact(self, record: dict[str, Any]) -> None:
+        local = os.path.join(self.artifact_dir, record["file"])
+        name = posixpath.join(record["path"], record["name"]) if record["path"] else record["name"]
+        if not os.path.isfile(local):
+            self._refused(record, name, "artifact_missing", f"no copy at {local}")
+            return
+        timeout = self._send_timeout + record["bytes"] / ARTIFACT_BYTES_PER_SECOND
+        try:
+            self._rest.put_artifact_file(record["uri"], name, local, timeout)
+        except RestError as exc:
+            if exc.retryable:
+                raise
+            self._refused(record, name, "artifact_refused", exc)
+            return
+        self.counts.artifacts["sent"] += 1
+        self.counts.artifacts["bytes_sent"] += record["bytes"]
+        self._done([record], delivered=1)
+        try:
+            os.remove(local)
+        except OSError:
+            pass
+
+    def _refused(self, record: dict[str, Any], name: str, reason: str, detail: Any) -> None:
+        """The server refused ``record`` for good: count it and go on with the rest."""
+        self.counts.reject(reason, name=name, detail=str(detail), was_pending=True)
+        log.warning("%s not logged (%s): %s", name, reason, detail)
+        self._done([record], delivered=0)
 
     def _post(self, chunk: list[dict[str, Any]], timeout: float) -> None:
         metrics = [{"key": r["key"], "value": r["value"], "timestamp": r["ts"], "step": r["step"]}
@@ -453,8 +594,8 @@ class MetricsLogger:
 
     def _outage(self, exc: RestError) -> None:
         self.counts.failure()
-        if self._outage_started is None and not self._stop_sending:
-            self._outage_started = time.monotonic()
+        if self.counts.outage_since is None and not self._stop_sending:
+            self.counts.outage_began(time.monotonic())
             log.warning("MLflow did not take %s pending points (%s); they are kept in the spool and "
                         "sent when it answers again", self.counts.pending, exc)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, TextIO
 
 from . import auth
-from .closing import UPLOADED_ACKED, UPLOADED_SPOOL
+from .shipping import UPLOADED_ACKED, UPLOADED_SPOOL, artifact_name
 from .config import load_config
 from .errors import ConfigError
 from .metrics_logger import MetricsLogger
@@ -95,6 +95,7 @@ def replay(target: str, env: Mapping[str, str], out: TextIO, timeout: float = 30
             with open(os.path.join(work, ACKED_FILE), "w", encoding="utf-8") as fh:
                 fh.write(f"{content.acked}\n")
             spool = Spool(work, content.header)
+            _fetch_artifacts(found, pending, work)
             end = None if closed else _end_status(found.status)
             logger = MetricsLogger(MlflowRest(config.tracking_uri), run_id, spool,
                                    send_timeout=config.send_timeout).start()
@@ -113,6 +114,22 @@ def replay(target: str, env: Mapping[str, str], out: TextIO, timeout: float = 30
     print(f"replay incomplete: {report.pending} points{'' if report.run_closed else ' and the run end'} "
           f"still pending after {timeout:.0f}s (is the server up?); run it again", file=out)
     return 1
+
+
+def _fetch_artifacts(found: Located, pending: list[dict[str, Any]], work: str) -> None:
+    """The files of pending artifact records, into ``work`` where the replaying logger looks for
+    them: beside the status they are ``mlflow_spool_artifact.<id>``, in a spool dir ``artifacts/<id>``."""
+    for record in pending:
+        if record["k"] != "a":
+            continue
+        target = os.path.join(work, record["file"])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        name = artifact_name(record["file"]) if found.spool_name == UPLOADED_SPOOL else record["file"]
+        try:
+            found.directory.download(name, target)
+        except (FileNotFoundError, OSError) as exc:
+            log.error("artifact %s of the spool is missing (%s); it is counted as not logged",
+                      record.get("name"), exc)
 
 
 def _end_status(status: dict[str, Any] | None) -> str:

@@ -146,6 +146,20 @@ class MlflowRest:
                     f"{artifact_uri.rstrip('/')}/{path}")
         return f"{artifact_uri.rstrip('/')}/{path}"
 
+    def put_artifact_file(self, artifact_uri: str, path: str, local_path: str, timeout: float | None = None) -> str:
+        """:meth:`put_artifact` for the file at ``local_path`` (streamed, not read into memory)."""
+        seconds = self.timeout if timeout is None else timeout
+        if urlsplit(artifact_uri).scheme == "mlflow-artifacts":
+            root = urlsplit(artifact_uri).path.strip("/")
+            endpoint = ARTIFACTS + quote(posixpath.join(root, path))
+            with open(local_path, "rb") as fh:
+                self._request(endpoint, "PUT", seconds, data=fh,
+                              extra_headers={"Content-Type": "application/octet-stream"})
+        else:
+            _within(seconds, lambda: _repository_upload_file(artifact_uri, path, local_path),
+                    f"{artifact_uri.rstrip('/')}/{path}")
+        return f"{artifact_uri.rstrip('/')}/{path}"
+
     def _request(self, endpoint: str, method: str, timeout: float | None, **kwargs: Any) -> Any:
         from mlflow.exceptions import MlflowException, RestException
         from mlflow.utils.rest_utils import http_request, verify_rest_response
@@ -180,6 +194,22 @@ def _repository_upload(artifact_uri: str, path: str, content: bytes) -> None:
         with open(local, "wb") as fh:
             fh.write(content)
         get_artifact_repository(artifact_uri).log_artifact(local, posixpath.dirname(path) or None)
+
+
+def _repository_upload_file(artifact_uri: str, path: str, local_path: str) -> None:
+    import os
+    import shutil
+    import tempfile
+
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    with tempfile.TemporaryDirectory() as tmp:  # the repository names the artifact after the file
+        named = os.path.join(tmp, posixpath.basename(path))
+        try:
+            os.link(local_path, named)
+        except OSError:
+            shutil.copyfile(local_path, named)
+        get_artifact_repository(artifact_uri).log_artifact(named, posixpath.dirname(path) or None)
 
 
 def _within(seconds: float, work: Callable[[], None], what: str) -> None:

@@ -20,6 +20,7 @@ from .config import RuntimeConfig
 from .errors import ConfigError
 from .closing import close_run
 from .heartbeat import Heartbeat
+from .shipping import SpoolShipper
 from .redact import register_env_secrets
 from .preflight import AuthContext, Checker, check_server, mlflow_probe
 from .retry import Deadline
@@ -197,6 +198,7 @@ def run_tracked(load_config: Callable[[], RuntimeConfig], train: Callable[[Track
                 reporter.stage("training", heartbeat_interval=config.heartbeat_interval,
                                tracking={"state": "ok", "spool_dir": ctx.logger.spool.directory})
                 beat = Heartbeat(reporter.heartbeat, ctx.progress, config.heartbeat_interval).start()
+                ctx.shipper = SpoolShipper(ctx.logger, reporter, config.spool_ship_interval).start()
                 _PROCESS.active = ctx
                 result = train(ctx)
             except BaseException as exc:

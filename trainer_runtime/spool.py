@@ -11,6 +11,13 @@ A spool is a directory holding two append-only files:
 ``spool.acked``
     one number per line, the last one wins: every record up to that ``seq`` is
     on the server (the sender acknowledges in order).
+``artifacts/``
+    a copy of each file user code logged as an artifact (``"k": "a"`` records name
+    it), taken at the call so the user may delete the original; removed once sent.
+
+Records also carry ``"k": "a"`` (an artifact: ``uri`` root, ``path`` inside it,
+``file`` in this directory, ``bytes``) and ``"k": "i"`` (dataset inputs, as
+MLflow's REST ``log-inputs`` body takes them).
 
 Each batch is written and flushed to the OS at once, so a killed process loses
 nothing it had written; ``fsync`` runs at most every ``sync_interval`` seconds
@@ -44,11 +51,13 @@ class Spool:
         self._last_sync = clock()
         path = os.path.join(self.directory, SPOOL_FILE)
         existing = parse(_read(path), _read(os.path.join(self.directory, ACKED_FILE)))
-        self._records = open(path, "a", encoding="utf-8")
+        self._records = open(path, "ab")
         self._acked = open(os.path.join(self.directory, ACKED_FILE), "a", encoding="utf-8")
         if existing.header is None:
-            self._records.write(json.dumps({"spool": FORMAT, **header}) + "\n")
+            self._records.write((json.dumps({"spool": FORMAT, **header}) + "\n").encode("utf-8"))
             self._records.flush()
+        #: bytes in spool.jsonl: where the next record starts (the sender reads back from offsets)
+        self.size = self._records.tell()
         self.seq = existing.records[-1]["seq"] if existing.records else 0
         self.acked = existing.acked
         #: records a previous process spooled and never got acknowledged (a reopened spool).
@@ -61,7 +70,8 @@ class Spool:
         return os.path.join(self.directory, SPOOL_FILE)
 
     def append(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Give each record the next ``seq`` and write them; returns them with their seq."""
+        """Give each record the next ``seq`` and write them; returns them with their seq.
+        ``self.size`` before the call is where the first of them starts in the file."""
         written = []
         with self._lock:
             lines = []
@@ -71,8 +81,10 @@ class Spool:
                 written.append(record)
                 lines.append(_encode(record))
             if lines:
-                self._records.write("\n".join(lines) + "\n")
+                data = ("\n".join(lines) + "\n").encode("utf-8")
+                self._records.write(data)
                 self._records.flush()
+                self.size += len(data)
                 self._dirty = True
             self._maybe_sync()
         return written
@@ -111,6 +123,27 @@ class Spool:
         os.fsync(self._acked.fileno())
         self._dirty = False
         self._last_sync = self._clock()
+
+
+def read_records(path: str, start: int, end: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Up to ``limit`` records of the spool file at ``path`` between byte offsets ``start`` and
+    ``end`` (both at line starts); returns them and the offset after the last one read."""
+    records: list[dict[str, Any]] = []
+    offset = start
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        while offset < end and len(records) < limit:
+            line = fh.readline()
+            if not line:
+                break
+            offset += len(line)
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if "seq" in entry:
+                records.append(entry)
+    return records, offset
 
 
 def _encode(record: dict[str, Any]) -> str:

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
+import time
 from typing import Iterator, Sequence
 
 from . import envvars, keras_hook
@@ -11,33 +11,25 @@ from .config import load_config
 from .errors import RuntimeFailure
 from .keras_callback import CallbackCore
 from .outcome import decide
+from .routing import Route, routed
 from .session import Deps, default_status_dir, run_tracked
 from .tracking import TrackingContext
 from .user_code import call_user, load_function
 
 
 @contextlib.contextmanager
-def fluent_run(ctx: TrackingContext) -> Iterator[None]:
-    """While user code runs, MLflow's fluent API (mlflow.log_param, mlflow.start_run) in it
-    attaches to our run instead of starting a stray one on some default server."""
-    import mlflow
-
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
-    os.environ.update(MLFLOW_TRACKING_URI=ctx.tracking_uri, MLFLOW_RUN_ID=ctx.run_id,
-                      MLFLOW_EXPERIMENT_ID=ctx.experiment_id)
-    mlflow.set_tracking_uri(ctx.tracking_uri)
-    try:
+def fluent_run(ctx: TrackingContext, core: CallbackCore | None = None) -> Iterator[None]:
+    """While user code runs, MLflow's API in it (mlflow.log_*, mlflow.start_run, MlflowClient(),
+    autolog) logs to our run through its spool and bounded sender (``routing``) instead of
+    starting a stray run or waiting out an outage inside MLflow's retries."""
+    config = ctx.config
+    route = Route(run_id=ctx.run_id, experiment_id=ctx.experiment_id, run_name=ctx.run_name,
+                  tracking_uri=ctx.tracking_uri, artifact_uri=ctx.artifact_uri or "",
+                  logger=ctx.logger, send_timeout=min(config.send_timeout, config.request_timeout),
+                  artifact_max_bytes=int(config.artifact_max_mb * 1_000_000),
+                  start_time_ms=int(time.time() * 1000), callback=core)
+    with routed(route, enabled=config.route_mlflow and bool(ctx.artifact_uri)):
         yield
-    finally:
-        # A fluent run the user left open is ours: close it here (the outcome decided
-        # afterwards sets the run's final status) so it is not "already active" later.
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def train_with_callback(ctx: TrackingContext, fn, *args, every_n_steps: int = 0):
@@ -52,7 +44,7 @@ def train_with_callback(ctx: TrackingContext, fn, *args, every_n_steps: int = 0)
     core.resume(ctx.resume_epoch_step, ctx.resume_global_step)
     ctx.progress_source = core
     try:
-        with keras_hook.installed(core), fluent_run(ctx):
+        with keras_hook.installed(core), fluent_run(ctx, core):
             return call_user(fn, *args)
     finally:
         if core.final_metrics:

@@ -87,6 +87,16 @@ class StatusReporter:
             self._write(self.status_file, self.status, fatal=False, deadline=HEARTBEAT_WRITE_SECONDS)
             return True
 
+    def note_tracking(self, tracking: dict[str, Any]) -> bool:
+        """Replace the status's ``tracking`` during training (e.g. a shipped spool); skipped once the
+        run has ended. Returns False when it was skipped."""
+        with self._lock:
+            if self.terminal:
+                return False
+            self.status["tracking"] = tracking
+            self._write(self.status_file, self.status, fatal=False, deadline=HEARTBEAT_WRITE_SECONDS)
+            return True
+
     def run_opened(self, info: dict[str, str], server_version: str, attempt: int = 1) -> None:
         """The run exists: write mlflow_info.json first, then the status (stage initialized).
 

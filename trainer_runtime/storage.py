@@ -43,6 +43,8 @@ class TextDir(Protocol):
 
     def read_text(self, name: str) -> str: ...
 
+    def download(self, name: str, local_path: str) -> None: ...
+
     def list_names(self, prefix: str = "") -> list[str]: ...
 
     def describe(self) -> str: ...
@@ -71,6 +73,10 @@ class LocalDir:
     def read_text(self, name: str) -> str:
         with open(os.path.join(self.path, name), encoding="utf-8") as fh:
             return fh.read()
+
+    def download(self, name: str, local_path: str) -> None:
+        """Copy ``name`` to ``local_path``. Raises FileNotFoundError when it is not there."""
+        shutil.copyfile(os.path.join(self.path, name), local_path)
 
     def list_names(self, prefix: str = "") -> list[str]:
         """Names of the files directly in this dir that start with ``prefix``, sorted."""
@@ -135,6 +141,18 @@ class GcsDir:
         target = self._uri(name)
         try:
             return self._blob(name).download_as_text(timeout=REQUEST_TIMEOUT)
+        except api_exceptions.NotFound as exc:
+            raise FileNotFoundError(f"{target} does not exist (or its bucket does not)") from exc
+        except Exception as exc:
+            raise _read_error(target, self.bucket, exc) from exc
+
+    def download(self, name: str, local_path: str) -> None:
+        """Copy the object ``name`` to ``local_path``. Raises FileNotFoundError when it is not there."""
+        from google.api_core import exceptions as api_exceptions
+
+        target = self._uri(name)
+        try:
+            self._blob(name).download_to_filename(local_path, timeout=REQUEST_TIMEOUT)
         except api_exceptions.NotFound as exc:
             raise FileNotFoundError(f"{target} does not exist (or its bucket does not)") from exc
         except Exception as exc:

@@ -13,7 +13,7 @@ from typing import Any
 from . import attempts
 from .config import RuntimeConfig
 from .errors import ConfigError, TrackingApiError, TrackingAuthError
-from .metrics_logger import MetricsLogger
+from .metrics_logger import MetricsLogger, window_records
 from .preflight import ExperimentLookup
 from .redact import strip_credentials
 from .rest import MlflowRest
@@ -158,6 +158,8 @@ class TrackingContext:
     extra_info: dict[str, Any] = field(default_factory=dict)
     #: the run's system-metrics sampler (``system_metrics.SystemMetrics``), stopped by the close.
     system_metrics: Any = None
+    #: ships the unsent spool beside the status during an outage (``shipping.SpoolShipper``), stopped by the close.
+    shipper: Any = None
     _logger: MetricsLogger | None = field(default=None, repr=False)
 
     @property
@@ -188,7 +190,8 @@ class TrackingContext:
             spool = Spool(self.config.spool_dir or default_spool_dir(self.run_id), header)
             self._logger = MetricsLogger(MlflowRest(self.tracking_uri), self.run_id, spool,
                                          max_queue=self.config.queue_size,
-                                         send_timeout=min(self.config.send_timeout, self.config.request_timeout))
+                                         send_timeout=min(self.config.send_timeout, self.config.request_timeout),
+                                         memory_window=window_records(self.config.spool_memory_mb))
             self._logger.start()
         return self._logger
 
