@@ -12,7 +12,7 @@ MLflow loads them through its plugin entry points (pyproject.toml):
 - reads of the tracked run answered from what the runtime holds (no round trip, no stall);
 - every other call (other runs, searches, metric histories, logged models) tried on MLflow's
   client but waited for at most ``send_timeout``; during an outage, or past it, it raises
-  :class:`TrackingUnavailableError` (an ``MlflowException``) naming the outage.
+  :class:`MlflowUnavailableError` (an ``MlflowException``) naming the outage.
 
 This module imports MLflow: only MLflow's plugin loader and the routing's own code import it.
 """
@@ -35,12 +35,12 @@ from .redact import strip_credentials
 log = logging.getLogger(__name__)
 
 
-class TrackingUnavailableError(MlflowException):
+class MlflowUnavailableError(MlflowException):
     """A read (or a call the runtime cannot queue) that the MLflow server did not answer in time."""
 
 
-def _unavailable(route: routing.Route, what: str, why: str) -> TrackingUnavailableError:
-    return TrackingUnavailableError(
+def _unavailable(route: routing.Route, what: str, why: str) -> MlflowUnavailableError:
+    return MlflowUnavailableError(
         f"{what}: the MLflow server at {strip_credentials(route.tracking_uri)} {why}. What your code "
         f"logs is kept in the run's spool and sent when it answers; reads cannot wait (bounded by "
         f"send_timeout={route.send_timeout:g}s). Catch mlflow.exceptions.MlflowException around "
@@ -49,7 +49,7 @@ def _unavailable(route: routing.Route, what: str, why: str) -> TrackingUnavailab
 
 def _bounded(route: routing.Route, what: str, call: Any) -> Any:
     """``call()`` on MLflow's client, waited for at most ``send_timeout`` (its hidden retries go on,
-    unobserved, on a daemon thread); at once TrackingUnavailableError during a known outage."""
+    unobserved, on a daemon thread); at once MlflowUnavailableError during a known outage."""
     down = route.in_outage()
     if down is not None:
         raise _unavailable(route, what, f"has not answered for {down:.0f}s")
@@ -132,7 +132,7 @@ class RoutedStore(RestStore):
         if run_id != self.run_id:
             return self._other("update_run_info", super().update_run_info, run_id, run_status, end_time,
                                run_name)
-        if run_status is not None and RunStatus.to_string(run_status) != "RUNNING":
+        if run_status is not None and RunStatus.to_string(run_status) != "RUNNING" and not self.route.ending:
             log.info("%s from your code left to the runtime: it ends run %s with the training's outcome",
                      RunStatus.to_string(run_status), run_id)
         if run_name:
@@ -290,4 +290,4 @@ class SpoolArtifactRepository(ArtifactRepository):
                               "while it trains")
 
 
-__all__ = ["RoutedStore", "SpoolArtifactRepository", "TrackingUnavailableError", "build_store"]
+__all__ = ["RoutedStore", "SpoolArtifactRepository", "MlflowUnavailableError", "build_store"]

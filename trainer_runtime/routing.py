@@ -66,6 +66,8 @@ class Route:
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     latest: dict[str, Any] = field(default_factory=dict)
+    #: the training has returned: the fluent run is being ended by the runtime, not by user code
+    ending: bool = False
 
     def in_outage(self) -> float | None:
         return self.logger.in_outage()
@@ -153,6 +155,7 @@ def routed(route: Route, enabled: bool = True) -> Iterator[bool]:
     try:
         yield routing
     finally:
+        route.ending = True
         try:
             _end_fluent_runs(mlflow)
         finally:

@@ -115,7 +115,7 @@ def test_down_to_the_end_ships_the_spool_and_replay_lands_it_once(tmp_path, faul
     status = read_json(tmp_path / "status" / "mlflow_status.json")
     assert status["tracking"]["state"] == "degraded" and status["logging"]["pending"] > 0, status
     assert status["logging"]["outage_seconds"] > 0, "a run that ends inside an outage counts it"
-    assert exited <= status["tracking"]["close_seconds"] + 2.0 + 3.0, (exited, status["tracking"])
+    assert exited <= status["tracking"]["close_seconds"] + 2.0, (exited, status["tracking"])
     shipped = sorted(p.name for p in (tmp_path / "status").iterdir())
     assert "mlflow_spool.jsonl" in shipped and sum(n.startswith("mlflow_spool_artifact.") for n in shipped) == 2
     fault_proxy.control.set(drop=False)
@@ -204,7 +204,7 @@ def test_reads_in_an_outage_raise_a_typed_error_quickly(tmp_path, fault_proxy):
     # the run the runtime tracks is answered from what it holds; other reads name the outage
     assert reads["get_run"]["ok"] and reads["get_run"]["seconds"] < 0.1, reads
     for name in ("get_metric_history", "search_runs"):
-        assert reads[name]["type"] == "TrackingUnavailableError", reads
+        assert reads[name]["type"] == "MlflowUnavailableError", reads
         assert "has not answered" in reads[name]["message"] and reads[name]["seconds"] < 0.5, reads
 
 
