@@ -96,9 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .doctor import run_doctor
 
         return run_doctor(lambda: doctor_config(load_config(os.environ, None, flags)), sys.stdout)
+    from .signals import exit_within
     from .standalone import run_standalone
 
-    return run_standalone(args.target, args.args, flags)
+    code = run_standalone(args.target, args.args, flags)
+    exit_within(code)  # this process ends with the run: its teardown may not outlast the close by much
+    return code
 
 
 if __name__ == "__main__":

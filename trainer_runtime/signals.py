@@ -117,7 +117,7 @@ def exit_now(code: int) -> None:
 
     Used once a signalled run is closed. Measured under the fault suite: TF, Beam and TFX's
     launcher then took 5-15 s more to exit on a loaded 2-core machine, past the grace."""
-    log.info("exiting with %s after the signal; the run and its status are closed", code)
+    log.info("exiting with %s; the run and its status are closed", code)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -125,3 +125,21 @@ def exit_now(code: int) -> None:
         except Exception:  # a closed or broken stream must not keep the process alive
             pass
     os._exit(code)
+
+
+#: seconds the interpreter's teardown may take once a standalone run is closed and decided
+EXIT_WITHIN = 1.5
+
+
+def exit_within(code: int, seconds: float = EXIT_WITHIN) -> None:
+    """Let the process end normally (atexit handlers, buffered output), but no later than ``seconds``
+    from now: a watchdog then calls :func:`exit_now` with the same ``code``. Only for a process that
+    ends with this run (the standalone command), never inside a caller's process.
+
+    Measured under the fault suite: after a closed run, TF's and MLflow's teardown took 6-8 s, and a
+    hanging one longer; the run's outcome and status were final long before."""
+    import threading
+
+    watchdog = threading.Timer(seconds, exit_now, args=(code,))
+    watchdog.daemon = True
+    watchdog.start()

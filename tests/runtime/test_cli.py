@@ -160,3 +160,23 @@ def test_doctor_without_a_credential_skips_the_server_checks(metadata, auth_prox
     for check in ("identity", "health", "API call", "server version", "experiment"):
         assert f"- {check}: skipped" in out.stdout
     assert auth_proxy.control.stats()["requests"] == {}
+
+
+@pytest.mark.parametrize("target, code", [("ok_pkg.teardown:slow_teardown", 0),
+                                          ("ok_pkg.teardown:slow_teardown_then_fail", 4)])
+def test_standalone_exits_right_after_the_close(mlflow_server, tmp_path, target, code):
+    """A non-daemon thread and an atexit handler would hold the process 30 s: it still exits with the
+    decided code within 2 s of the close."""
+    import time
+
+    started = time.monotonic()
+    out = cli("run", target, env={"MLFLOW_TRACKING_URI": mlflow_server.url,
+                                  "TRAINER_RUNTIME_STATUS_DIR": str(tmp_path),
+                                  "TRAINER_RUNTIME_SYSTEM_METRICS_INTERVAL": "0"}, timeout=60)
+    exited = time.time()
+    assert out.returncode == code, out.stderr[-2000:]
+    assert time.monotonic() - started < 25, "the 30 s teardown was cut short"
+    status = json.loads((tmp_path / "mlflow_status.json").read_text())
+    assert status["exit_code"] == code
+    closed = os.path.getmtime(tmp_path / "mlflow_status.json")  # the final status write ends the close
+    assert exited - closed <= 2.0, f"exited {exited - closed:.2f}s after the close"
