@@ -42,7 +42,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 PYTEST_ARGS ?=
 
-.PHONY: help env lock test demo docs clean-cache bench bench-docs reliability
+.PHONY: help env lock test demo docs clean-cache bench bench-docs bench-memory reliability
 
 help:
 	@echo "make demo   run a real TFX pipeline through the runtime, tracked in MLflow"
@@ -51,6 +51,7 @@ help:
 	@echo "make docs   regenerate the generated tables (config, exit codes) in the docs"
 	@echo "make reliability  rerun the fault suite (tests/faults) and rewrite docs/reliability.md"
 	@echo "make bench  run the benchmarks in bench/ (QUICK=1: a few minutes) and regenerate docs/performance.md"
+	@echo "make bench-memory  measure RSS growth per million pending points and regenerate docs/memory.md"
 
 $(UV):
 	@echo "==> bootstrapping uv $(UV_VERSION) into $(UV_DIR)"
@@ -118,6 +119,10 @@ docs: env
 # QUICK=1: tiny fits, 2 sets, short outages (minutes); BENCH_ARGS: more flags (python -m bench --help).
 bench: env
 	cd $(CURDIR) && $(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+# RSS growth per million pending points, the spool's RAM window against none (a few minutes).
+bench-memory: env
+	cd $(CURDIR) && $(PY) -m bench.memory --write
 
 bench-docs: env
 	cd $(CURDIR) && $(PY) -m bench.report

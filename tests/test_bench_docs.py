@@ -31,3 +31,10 @@ def test_newest_means_latest_start_not_latest_name(tmp_path):
     (tmp_path / "2026-12-01.json").write_text(json.dumps({"started_at": "2026-12-01T08:00:00+0000"}))
     (tmp_path / "2026-12-02-quick.json").write_text(json.dumps({"started_at": "2026-11-29T08:00:00+0000"}))
     assert report.newest_results(tmp_path).name == "2026-12-01.json"
+
+
+def test_memory_doc_is_rendered_from_its_results():
+    from bench import memory
+
+    assert memory.DOC.read_text() == memory.render(json.loads(memory.RESULTS.read_text())), (
+        "docs/memory.md is stale relative to bench/results/memory/latest.json: run `make bench-memory`")

@@ -119,6 +119,16 @@ class RoutedStore(RestStore):
         points = [(m.key, m.value, m.timestamp, m.step) for m in metrics]
         self._metrics(points, {p.key: p.value for p in params}, {t.key: t.value for t in tags})
 
+    def log_batch_async(self, run_id, metrics, params, tags):
+        """``synchronous=False`` for the tracked run: the synchronous path already only queues, so
+        MLflow's own async queue (a thread the end of the run would wait ~1 s to stop) is skipped."""
+        if run_id != self.run_id:
+            return super().log_batch_async(run_id, metrics, params, tags)
+        from mlflow.utils.async_logging.run_operations import RunOperations
+
+        self.log_batch(run_id, metrics, params, tags)
+        return RunOperations([])
+
     def log_inputs(self, run_id, datasets=None, models=None):
         if run_id != self.run_id or models:
             return self._other("log_inputs", super().log_inputs, run_id, datasets, models)

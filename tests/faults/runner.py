@@ -55,6 +55,8 @@ class Scenario:
     auth: bool = False                  # Cloud Run stand-in: the proxy checks Google ID tokens
     timeout: float = 600.0              # the process is killed after this (and the row says so)
     target: str = "fit"
+    #: the user-code rows: the custom loop of tests/faults/user_loop.py calling MLflow's own API
+    loop: bool = False
     expect: dict = field(default_factory=dict)
     #: runs after the trainer exited and was measured, with the proxy healed: (run, row)
     after: Callable[["Run", "Row"], None] | None = None
@@ -169,6 +171,8 @@ class Run:
                        TRAINER_RUNTIME_HEARTBEAT_INTERVAL="2",
                        TRAINER_RUNTIME_FLUSH_TIMEOUT=os.environ.get("TR_FAULT_FLUSH_TIMEOUT", "20"),
                        TRAINER_RUNTIME_PREFLIGHT_TIMEOUT="30")
+        if sc.loop:
+            env["FAULT_RUN_FN"] = "tests.faults.user_loop.run_fn"
         if not sc.auth:
             env["MLFLOW_TRACKING_TOKEN"] = SECRET  # the open proxy ignores it; nothing may print it
         env.update(sc.env)
@@ -177,9 +181,11 @@ class Run:
     def command(self) -> list[str]:
         sc = self.scenario
         if sc.tracker == "mlflow":
-            return [sys.executable, "-m", "tests.faults.trainer", "peer"]
+            return [sys.executable, "-m", "tests.faults.user_loop" if sc.loop else "tests.faults.trainer",
+                    "plain" if sc.loop else "peer"]
         if sc.wiring == "standalone":
-            return [sys.executable, "-m", "trainer_runtime.cli", "run", f"tests.faults.trainer:{sc.target}"]
+            target = "tests.faults.user_loop:loop" if sc.loop else f"tests.faults.trainer:{sc.target}"
+            return [sys.executable, "-m", "trainer_runtime.cli", "run", target]
         return [sys.executable, "-m", "tests.faults.tfx_wiring", sc.wiring, str(self.dir),
                 str(self.shared.interactions)]
 
@@ -240,7 +246,8 @@ def measure(run: Run) -> Row:
     from trainer_runtime.spool import parse
 
     sc = run.scenario
-    row = Row(sc.name, "MLflow MlflowCallback" if sc.tracker == "mlflow" else "trainer-runtime", sc.wiring,
+    peer_name = "plain MLflow" if sc.loop else "MLflow MlflowCallback"
+    row = Row(sc.name, peer_name if sc.tracker == "mlflow" else "trainer-runtime", sc.wiring,
               exit_code=run.proc.returncode if run.proc else None)
     marks = run.marks()
     epochs = [m for m in marks if "epoch" in m]
@@ -291,9 +298,45 @@ def measure(run: Run) -> Row:
     row.on_server = len(expected_clean & on_server_clean)
     row.in_spool = len((expected_clean - on_server_clean) & in_spool)
     row.lost = row.expected - row.on_server - row.in_spool
+    if sc.loop:
+        measure_user_code(run, row, marks, client)
     row.files = [str(p) for p in run.dir.rglob("*") if p.is_file() and p.suffix in (".log", ".json", ".jsonl",
                                                                                      ".acked")]
     return row
+
+
+def measure_user_code(run: Run, row: Row, marks: list[dict], client: Any) -> None:
+    """The user-code rows' own columns: the MLflow calls' timings on the loop's thread, its artifacts
+    (expected, on the server, in the spool), the peak RSS growth."""
+    from trainer_runtime.spool import parse
+
+    end = next((m for m in marks if "longest" in m), None)
+    if end is None:
+        row.extra["user"] = {"finished": False}
+        return
+    expected = set(end["artifacts"])
+    on_server = artifact_paths_on_server(client, row.run_id, expected) if row.run_id else set()
+    in_spool: set = set()
+    for spool_dir, name, acked in ((run.status_dir, "mlflow_spool.jsonl", "mlflow_spool.acked"),
+                                   (run.spool_dir, "spool.jsonl", "spool.acked")):
+        path = Path(spool_dir, name)
+        if path.exists():
+            acked_path = Path(spool_dir, acked)
+            content = parse(path.read_text(), acked_path.read_text() if acked_path.exists() else "")
+            in_spool |= {"/".join(p for p in (r["path"], r["name"]) if p) for r in content.pending() if r["k"] == "a"}
+            break
+    row.extra["user"] = {"finished": True, "longest_s": round(end["longest"], 4), "total_s": round(end["total"], 3),
+                         "calls": end["calls"], "artifacts_expected": len(expected),
+                         "artifacts_on_server": len(on_server), "artifacts_in_spool": len((expected - on_server) & in_spool),
+                         "artifacts_lost": len(expected - on_server - in_spool),
+                         "rss_growth_mb": round(end.get("rss_growth_mb", 0.0), 1)}
+
+
+def artifact_paths_on_server(client: Any, run_id: str, expected: set) -> set:
+    found: set = set()
+    for folder in {a.rsplit("/", 1)[0] for a in expected}:
+        found |= {f.path for f in client.list_artifacts(run_id, folder)} & expected
+    return found
 
 
 def run_scenario(scenario: Scenario, shared: Shared) -> Row:

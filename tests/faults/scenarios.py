@@ -168,7 +168,115 @@ def scenarios(with_tfx: bool = True) -> list[Scenario]:
                                 ("outage healed 1 s before fit returns", healed_before_end(12), 12),
                                 ("down from epoch 2 to the end", down_to_the_end, 8)):
         items.append(Scenario(name, drive, tracker="mlflow", epochs=epochs, timeout=480))
+    items += [s for s in user_code_scenarios() if with_tfx or s.wiring == "standalone"]
     return items
+
+
+USER_LONG_OUTAGE = int(os.environ.get("TR_FAULT_USER_LONG_OUTAGE", "400"))
+USER_BURST_OUTAGE = int(os.environ.get("TR_FAULT_USER_BURST_OUTAGE", "600"))
+PACE = 0.1          # seconds between the custom loop's steps
+SHIP = 5            # spool_ship_interval in the user-code rows
+
+
+def steps_for(seconds: float) -> int:
+    """Steps of the custom loop that outlast an outage of ``seconds`` from step 20, with 10 s to spare."""
+    return 20 + int((seconds + 10) / PACE)
+
+
+def down_from_step(step: int):
+    def drive(run: Run) -> None:
+        run.wait_epoch(step)
+        run.proxy.set(**DOWN)
+    return drive
+
+
+def loop_sigterm_in_outage(run: Run) -> None:
+    run.wait_epoch(20, timeout=600)
+    run.proxy.set(**DOWN)
+    run.wait_epoch(40, timeout=120)
+    run.send(signal.SIGTERM)
+
+
+def loop_sigkill_in_outage(run: Run) -> None:
+    """Down from step 20; once a ship has taken what was logged up to step 60 (and one interval
+    more), SIGKILL: the container and its local spool are gone."""
+    import shutil
+
+    run.wait_epoch(20, timeout=600)
+    run.proxy.set(**DOWN)
+    run.wait_epoch(60, timeout=120)
+    time.sleep(SHIP + 1.0)
+    run.send(signal.SIGKILL)
+    run.proc.wait(timeout=60)
+    shutil.rmtree(run.spool_dir, ignore_errors=True)
+
+
+def user_replay_twice(run: Run, row) -> None:
+    from mlflow import MlflowClient
+
+    from tests.faults.runner import artifact_paths_on_server
+    from tests.faults.user_loop import ARTIFACTS
+
+    replay_twice(run, row)
+    if row.run_id:
+        row.extra["replay"]["artifacts_on_server"] = len(artifact_paths_on_server(
+            MlflowClient(run.shared.mlflow_url), row.run_id, set(ARTIFACTS)))
+
+
+def user_replay_shipped(run: Run, row) -> None:
+    """After a SIGKILL: replay what was shipped beside the status (the local spool is gone)."""
+    from tests.faults.runner import measure
+
+    done = cli("replay", run.status_dir)
+    again = measure(run)
+    row.extra["replay"] = {"exit_code": done.returncode, "out": done.stdout.strip()[-300:],
+                           "on_server": again.on_server, "in_spool": again.in_spool, "lost": again.lost,
+                           "duplicates": again.duplicates, "run_status": again.run_status}
+
+
+def user_code_scenarios() -> list[Scenario]:
+    """The same custom loop under the runtime (standalone and TrackedExecutor) and under plain MLflow."""
+    env = {"TRAINER_RUNTIME_SPOOL_SHIP_INTERVAL": str(SHIP)}
+    fit = FLUSH_TIMEOUT
+    ok = dict(stage="completed", exit_code=0, tracking="ok", close_budget=fit)
+    rows = []
+    for wiring in ("standalone", "executor"):
+        for name, drive, steps, expect, after in (
+                ("outage 10 s mid-training", outage(10, after_epoch=20), steps_for(10), ok, None),
+                ("outage 60 s mid-training", outage(60, after_epoch=20), steps_for(60), ok, None),
+                (f"outage {USER_LONG_OUTAGE} s mid-training", outage(USER_LONG_OUTAGE, after_epoch=20),
+                 steps_for(USER_LONG_OUTAGE), ok, None),
+                ("down from step 20 to the end", down_from_step(20), 60,
+                 dict(stage="completed", exit_code=0, tracking="degraded", close_budget=fit), user_replay_twice),
+                ("SIGTERM during an outage", loop_sigterm_in_outage, 600,
+                 dict(stage="killed", exit_code=143, tracking="degraded", close_budget=GRACE), user_replay_twice),
+                ("SIGKILL during an outage", loop_sigkill_in_outage, 600,
+                 dict(stage="training", exit_code=-9), user_replay_shipped),
+                ("autolog + a callback logging epochs, outage 10 s", outage(10, after_epoch=20), steps_for(10),
+                 ok, None),
+                ("synchronous=False, down from step 20 to the end", down_from_step(20), 60,
+                 dict(stage="completed", exit_code=0, tracking="degraded", close_budget=fit), user_replay_twice)):
+            user = "autolog" if name.startswith("autolog") else "async" if name.startswith("synchronous") else ""
+            rows.append(Scenario(f"user code: {name} ({wiring})", drive, wiring=wiring, epochs=steps,
+                                 epoch_seconds=PACE, loop=True, env={**env, "FAULT_USER": user}, expect=expect, after=after,
+                                 timeout=steps * PACE + 400))
+    rows.append(Scenario(f"user code: 100 points a step through a {USER_BURST_OUTAGE} s outage (standalone)",
+                         outage(USER_BURST_OUTAGE, after_epoch=20), steps_for(USER_BURST_OUTAGE) + 1200,
+                         epoch_seconds=PACE, loop=True, env={**env, "FAULT_USER": "burst"}, expect=ok,
+                         timeout=(steps_for(USER_BURST_OUTAGE) + 1200) * PACE + 400))
+    for name, drive, steps, user in (
+            ("outage 10 s mid-training", outage(10, after_epoch=20), steps_for(10), ""),
+            ("outage 60 s mid-training", outage(60, after_epoch=20), steps_for(60), ""),
+            (f"outage {USER_LONG_OUTAGE} s mid-training", outage(USER_LONG_OUTAGE, after_epoch=20),
+             steps_for(USER_LONG_OUTAGE), ""),
+            ("down from step 20 to the end", down_from_step(20), 60, ""),
+            ("autolog + a callback logging epochs, outage 10 s", outage(10, after_epoch=20), steps_for(10),
+             "autolog"),
+            ("synchronous=False, down from step 20 to the end", down_from_step(20), 60, "async")):
+        rows.append(Scenario(f"user code: {name} (standalone)", drive, tracker="mlflow", epochs=steps,
+                             epoch_seconds=PACE,
+                             loop=True, env={"FAULT_USER": user}, timeout=steps * PACE + 480))
+    return rows
 
 
 def prepare(scenario: Scenario, shared) -> Scenario:

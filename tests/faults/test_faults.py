@@ -16,7 +16,7 @@ import pytest
 
 from tests.faults import reliability
 from tests.faults.runner import SECRET, Shared, run_scenario
-from tests.faults.scenarios import FLUSH_TIMEOUT, prepare, scenarios
+from tests.faults.scenarios import FLUSH_TIMEOUT, PACE, SHIP, prepare, scenarios
 
 # The session fixture runs every scenario (about 10 min on a quiet 2-core machine): past the
 # suite-wide 900 s default.
@@ -56,7 +56,7 @@ def _scenario(name):
 def test_runtime_row(rows, name):
     row, sc = rows[name], _scenario(name)
     expect = sc.expect
-    expected_notes = ("driver", "after", "did not exit") + (() if sc.name.startswith("SIGKILL") else ("status exit",))
+    expected_notes = ("driver", "after", "did not exit") + (() if "SIGKILL" in sc.name else ("status exit",))
     assert not [n for n in row.notes if n.startswith(expected_notes)], row.notes
     assert row.stage == expect["stage"], (row.stage, row.notes)
     assert row.exit_code == expect["exit_code"]
@@ -65,6 +65,8 @@ def test_runtime_row(rows, name):
     if sc.name.startswith("SIGKILL"):
         # at most what was accepted in the last spool flush interval: here the epoch in flight
         assert row.lost <= 4, f"lost {row.lost} points; at most 2 epochs x 2 metrics may be in flight"
+    elif "SIGKILL" in sc.name:  # the local spool died with the process: at most one ship interval lost
+        assert row.lost <= (SHIP + 1.5) / PACE, f"lost {row.lost} points in more than one ship interval"
     else:
         assert row.lost == 0, row
     assert row.duplicates == 0
@@ -88,6 +90,42 @@ def _row(rows, name):
     if name not in rows:
         pytest.skip(f"TR_FAULT_ONLY excludes {name}")
     return rows[name]
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("user code:") and n.endswith("[runtime]")])
+def test_user_code_row(rows, name):
+    """What user code logs through MLflow's API: no call waits on the outage, nothing is lost (on the
+    server, or in the spool that replay lands exactly once), the process exits right after the close."""
+    row, sc = rows[name], _scenario(name)
+    user = row.extra["user"]
+    if sc.expect["stage"] == "completed":
+        assert user["finished"], row.notes
+        assert user["longest_s"] <= 0.1 and user["total_s"] <= 1.0, user
+        assert user["artifacts_lost"] == 0, user
+    else:  # signalled mid-loop: no pause between its steps came from the outage (plain MLflow: all of it)
+        assert row.stall_s <= 0.5, row.stall_s
+    if "burst" in sc.env.get("FAULT_USER", ""):
+        assert user["rss_growth_mb"] <= 64 + 100, user  # the spool's RAM window, plus the loop's own
+    replayed = row.extra.get("replay")
+    if sc.after is not None:
+        assert replayed["exit_code"] == 0 and replayed["duplicates"] == 0, replayed
+        assert replayed["run_status"] == {"completed": "FINISHED", "killed": "KILLED", "training": "KILLED"}[
+            sc.expect["stage"]], replayed
+        if "SIGKILL" in sc.name:
+            assert row.expected - replayed["on_server"] <= (SHIP + 1.5) / PACE, replayed
+        else:
+            assert replayed["on_server"] == row.expected and replayed["artifacts_on_server"] == 2, replayed
+        if "replay again" in row.extra:
+            assert "nothing to replay" in row.extra["replay again"]["out"], row.extra["replay again"]
+    if sc.wiring == "standalone" and row.close_s is not None and sc.expect["stage"] == "completed":
+        assert row.exit_s <= row.close_s + 2.0 + 0.5, (row.exit_s, row.close_s)
+
+
+def test_user_code_comparison_rows_ran(rows):
+    """Plain MLflow ran the same loop (its numbers are what they are): the loop started under it."""
+    for name in NAMES:
+        if name.startswith("user code:") and name.endswith("[mlflow]"):
+            assert rows[name].run_id and rows[name].expected > 0, (name, rows[name].notes)
 
 
 def test_down_to_the_end_then_replay_twice(rows):

@@ -15,7 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-RUN_FN = "tests.faults.trainer.run_fn"
+#: the user-code rows run their custom loop instead (FAULT_RUN_FN)
+RUN_FN = os.environ.get("FAULT_RUN_FN", "tests.faults.trainer.run_fn")
 
 
 def _pipeline(wiring: str, workdir: Path, data: str):
