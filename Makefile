@@ -114,7 +114,7 @@ demo: env
 	cd $(CURDIR) && $(PY) -m examples.demo
 
 docs: env
-	$(PY) -m trainer_runtime.config_docs .
+	$(PY) -m devtools.docs .
 
 # QUICK=1: tiny fits, 2 sets, short outages (minutes); BENCH_ARGS: more flags (python -m bench --help).
 bench: env

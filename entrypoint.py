@@ -17,7 +17,7 @@ def main(argv):
         from trainer_runtime.tfx.vertex import forward
 
         return forward(argv)
-    from trainer_runtime.cli import main as cli_main
+    from trainer_runtime.commands.cli import main as cli_main
 
     return cli_main(argv)
 

@@ -11,7 +11,7 @@ Each family is driven the way its user would drive it:
   The runtime's Keras hook is not installed for these fits.
 - ``runtime``: the public entry points, as a standalone job uses them:
   ``session.run_tracked(load_config, train)`` where ``train`` calls
-  ``standalone.train_with_callback(ctx, fit, every_n_steps=...)``.
+  ``training.wrap.train_with_callback(ctx, fit, every_n_steps=...)``.
 - ``sync``: ``MlflowClient.create_run`` + a callback calling ``log_metric`` per
   metric per step + ``set_terminated``.
 
@@ -156,9 +156,9 @@ def _mlflow(config, uri, fit, callbacks, base, workdir, marks):
 
 
 def _runtime(config, uri, fit, callbacks, base, workdir, marks):
-    from trainer_runtime.config import load_config
-    from trainer_runtime.session import Deps, run_tracked
-    from trainer_runtime.standalone import train_with_callback
+    from trainer_runtime.core.config import load_config
+    from trainer_runtime.run.session import Deps, run_tracked
+    from trainer_runtime.training.wrap import train_with_callback
 
     status_dir = workdir / "status" / f"{config.name}-{time.time_ns()}"
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": EXPERIMENT,
@@ -183,7 +183,7 @@ def _runtime(config, uri, fit, callbacks, base, workdir, marks):
 
 def spool_in(env: dict[str, str], workdir: Path) -> None:
     """Keep the runtime's spool (runtimes that have one) in the bench's work dir, not $TMPDIR."""
-    from trainer_runtime import envvars
+    from trainer_runtime.core import envvars
 
     if hasattr(envvars, "SPOOL_DIR"):
         env[envvars.SPOOL_DIR] = str(workdir / "spool" / f"{env['TRAINER_RUNTIME_RUN_NAME']}-{time.time_ns()}")

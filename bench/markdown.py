@@ -165,7 +165,7 @@ def _startup(s: dict) -> list[str]:
                  f"heavy modules it pulls in: {', '.join(heavy) if heavy else 'none'}.")
     if s.get("import_cli_ms"):
         heavy = s.get("import_cli_heavy_modules") or []
-        lines.append(f"- `import trainer_runtime.cli` (what the image's entrypoint imports first): "
+        lines.append(f"- `import trainer_runtime.commands.cli` (what the image's entrypoint imports first): "
                      f"{_spread(s['import_cli_ms'], '{:.1f}')} ms; heavy modules: "
                      f"{', '.join(heavy) if heavy else 'none'}.")
     if s.get("preflight_ms"):
@@ -218,7 +218,7 @@ def _method() -> list[str]:
             "not-yet-built model; MLflow's `ExceptionSafeClass` logs a warning and training goes on (only "
             "`model_summary.txt` is missing). The runtime's Keras hook is not installed for these fits. "
             "*This runtime*: `session.run_tracked` with a `train` that calls "
-            "`standalone.train_with_callback(ctx, fit, every_n_steps=N)`, as a standalone job runs. "
+            "`training.wrap.train_with_callback(ctx, fit, every_n_steps=N)`, as a standalone job runs. "
             "*Synchronous*: `MlflowClient.log_metric` per metric per step on the training thread.",
             "- **Fit wall** is `model.fit` alone; **run total** adds the run's set-up (`start_run` / preflight / "
             "`create_run`) and its **end** (`end_run` / the runtime's close and status / `set_terminated`).",

@@ -32,10 +32,10 @@ def rss_mb() -> float:
 def _child(points: int, window_mb: float | None) -> dict:
     import socket
 
-    from trainer_runtime.metrics_logger import MetricsLogger, window_records
-    from trainer_runtime.rest import MlflowRest
-    from trainer_runtime.retry import Deadline
-    from trainer_runtime.spool import Spool
+    from trainer_runtime.tracking.logger import MetricsLogger, window_records
+    from trainer_runtime.tracking.rest import MlflowRest
+    from trainer_runtime.core.retry import Deadline
+    from trainer_runtime.tracking.spool import Spool
 
     with socket.socket() as sock:  # a port nobody listens on: every send is refused at once
         sock.bind(("127.0.0.1", 0))

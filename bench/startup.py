@@ -59,7 +59,7 @@ def run_startup(workdir: Path, base_task: dict[str, Any], uri: str, repeats: int
     result: dict[str, Any] = {"import": import_times(base_task.get("runtime_path"), repeats),
                               # what the image's entrypoint imports before it parses its arguments
                               "import_cli": import_times(base_task.get("runtime_path"), repeats,
-                                                         "trainer_runtime.cli")}
+                                                         "trainer_runtime.commands.cli")}
     cold: dict[str, Any] = {"port": free_port()}
     servers: list = []
 
@@ -112,9 +112,9 @@ def startup_in_worker(task: dict[str, Any], workdir: Path, channel: Any) -> dict
     workload = Workload(**{k: task["workload"][k] for k in ("rows", "batch", "epochs")})
     data = dataset(workload)
     started = time.perf_counter()
-    from trainer_runtime.config import load_config
-    from trainer_runtime.session import Deps, run_tracked
-    from trainer_runtime.standalone import train_with_callback
+    from trainer_runtime.core.config import load_config
+    from trainer_runtime.run.session import Deps, run_tracked
+    from trainer_runtime.training.wrap import train_with_callback
     import_s = time.perf_counter() - started
     hooks = HookTimer()
     hooks.install(tf_keras.callbacks)

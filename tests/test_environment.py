@@ -131,7 +131,7 @@ def test_importing_the_package_pulls_in_nothing_heavy():
     # sys.modules at interpreter start, so compare against that baseline.
     code = ("import sys\n"
             "before = set(sys.modules)\n"
-            "import trainer_runtime, trainer_runtime.cli, trainer_runtime.auth\n"
+            "import trainer_runtime, trainer_runtime.commands.cli, trainer_runtime.tracking.auth\n"
             "new = set(sys.modules) - before\n"
             "heavy = sorted(m for m in new if m.split('.')[0] in ('tensorflow', 'mlflow', 'google', 'tfx',"
             " 'keras', 'tf_keras', 'requests'))\n"

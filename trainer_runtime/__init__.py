@@ -1,2 +1,8 @@
-"""trainer_runtime: TFX trainer runtime with validated MLflow tracking."""
+"""trainer_runtime: TFX trainer runtime with validated MLflow tracking.
+
+Subpackages, each building only on those before it: ``core`` -> ``status`` -> ``tracking`` ->
+``training`` -> ``run`` -> ``commands`` and ``tfx``. A run starts in ``run.session.run_tracked``,
+is decided in ``run.outcome.decide`` and ends in ``run.closing.close_run``. ``cli`` is the
+console script's public path (``trainer_runtime.cli:main``).
+"""
 __version__ = "0.1.0"

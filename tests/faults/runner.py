@@ -185,7 +185,7 @@ class Run:
                     "plain" if sc.loop else "peer"]
         if sc.wiring == "standalone":
             target = "tests.faults.user_loop:loop" if sc.loop else f"tests.faults.trainer:{sc.target}"
-            return [sys.executable, "-m", "trainer_runtime.cli", "run", target]
+            return [sys.executable, "-m", "trainer_runtime.commands.cli", "run", target]
         return [sys.executable, "-m", "tests.faults.tfx_wiring", sc.wiring, str(self.dir),
                 str(self.shared.interactions)]
 
@@ -242,8 +242,8 @@ def _client(url: str):
 
 def measure(run: Run) -> Row:
     """Count points against the real server (not the proxy), read the status and the spool."""
-    from trainer_runtime.metrics_logger import sanitize_name
-    from trainer_runtime.spool import parse
+    from trainer_runtime.tracking.logger import sanitize_name
+    from trainer_runtime.tracking.spool import parse
 
     sc = run.scenario
     peer_name = "plain MLflow" if sc.loop else "MLflow MlflowCallback"
@@ -308,7 +308,7 @@ def measure(run: Run) -> Row:
 def measure_user_code(run: Run, row: Row, marks: list[dict], client: Any) -> None:
     """The user-code rows' own columns: the MLflow calls' timings on the loop's thread, its artifacts
     (expected, on the server, in the spool), the peak RSS growth."""
-    from trainer_runtime.spool import parse
+    from trainer_runtime.tracking.spool import parse
 
     end = next((m for m in marks if "longest" in m), None)
     if end is None:
@@ -325,7 +325,7 @@ def measure_user_code(run: Run, row: Row, marks: list[dict], client: Any) -> Non
             content = parse(path.read_text(), acked_path.read_text() if acked_path.exists() else "")
             in_spool |= {"/".join(p for p in (r["path"], r["name"]) if p) for r in content.pending() if r["k"] == "a"}
             break
-    row.extra["user"] = {"finished": True, "longest_s": round(end["longest"], 4), "total_s": round(end["total"], 3),
+    row.extra["user"] = {"finished": True, "longest_s": round(end["longest"], 4), "total_s": round(end["total"], 3), "stall_s": round(end.get("stall", end["total"]), 3),
                          "calls": end["calls"], "artifacts_expected": len(expected),
                          "artifacts_on_server": len(on_server), "artifacts_in_spool": len((expected - on_server) & in_spool),
                          "artifacts_lost": len(expected - on_server - in_spool),

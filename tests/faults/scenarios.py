@@ -69,7 +69,7 @@ def sigkill(run: Run) -> None:
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainer_runtime.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "trainer_runtime.commands.cli", *args], capture_output=True, text=True,
                           timeout=600, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
 
@@ -260,8 +260,8 @@ def user_code_scenarios() -> list[Scenario]:
             rows.append(Scenario(f"user code: {name} ({wiring})", drive, wiring=wiring, epochs=steps,
                                  epoch_seconds=PACE, loop=True, env={**env, "FAULT_USER": user}, expect=expect, after=after,
                                  timeout=steps * PACE + 400))
-    rows.append(Scenario(f"user code: 100 points a step through a {USER_BURST_OUTAGE} s outage (standalone)",
-                         outage(USER_BURST_OUTAGE, after_epoch=20), steps_for(USER_BURST_OUTAGE) + 1200,
+    rows.append(Scenario(f"user code: 20 more points a step through a {USER_BURST_OUTAGE} s outage (standalone)",
+                         outage(USER_BURST_OUTAGE, after_epoch=20), epochs=steps_for(USER_BURST_OUTAGE) + 1200,
                          epoch_seconds=PACE, loop=True, env={**env, "FAULT_USER": "burst"}, expect=ok,
                          timeout=(steps_for(USER_BURST_OUTAGE) + 1200) * PACE + 400))
     for name, drive, steps, user in (

@@ -100,7 +100,7 @@ def test_user_code_row(rows, name):
     user = row.extra["user"]
     if sc.expect["stage"] == "completed":
         assert user["finished"], row.notes
-        assert user["longest_s"] <= 0.1 and user["total_s"] <= 1.0, user
+        assert user["longest_s"] <= 0.1 and user["stall_s"] <= 1.0, user
         assert user["artifacts_lost"] == 0, user
     else:  # signalled mid-loop: no pause between its steps came from the outage (plain MLflow: all of it)
         assert row.stall_s <= 0.5, row.stall_s
@@ -114,7 +114,8 @@ def test_user_code_row(rows, name):
         if "SIGKILL" in sc.name:
             assert row.expected - replayed["on_server"] <= (SHIP + 1.5) / PACE, replayed
         else:
-            assert replayed["on_server"] == row.expected and replayed["artifacts_on_server"] == 2, replayed
+            logged = 2 if sc.expect["stage"] == "completed" else 0  # a signalled loop never reached them
+            assert replayed["on_server"] == row.expected and replayed["artifacts_on_server"] == logged, replayed
         if "replay again" in row.extra:
             assert "nothing to replay" in row.extra["replay again"]["out"], row.extra["replay again"]
     if sc.wiring == "standalone" and row.close_s is not None and sc.expect["stage"] == "completed":

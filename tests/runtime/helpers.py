@@ -5,7 +5,7 @@ import json
 import time
 from pathlib import Path
 
-from trainer_runtime.session import Deps
+from trainer_runtime.run.session import Deps
 
 
 class FakeClock:
@@ -43,9 +43,9 @@ def new_logger(client, run_id: str, spool_dir=None, **kwargs):
     """A started MetricsLogger for ``run_id`` on ``client.tracking_uri``, spooling to a temp dir."""
     import tempfile
 
-    from trainer_runtime.metrics_logger import MetricsLogger
-    from trainer_runtime.rest import MlflowRest
-    from trainer_runtime.spool import Spool
+    from trainer_runtime.tracking.logger import MetricsLogger
+    from trainer_runtime.tracking.rest import MlflowRest
+    from trainer_runtime.tracking.spool import Spool
 
     spool = Spool(spool_dir or tempfile.mkdtemp(prefix="spool-"), {"run_id": run_id})
     return MetricsLogger(MlflowRest(client.tracking_uri), run_id, spool, **kwargs).start()

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from tests.runtime.helpers import deps, read_json
-from trainer_runtime.attempts import ATTEMPTS_TAG, RUN_KEY_TAG, run_key
-from trainer_runtime.config import load_config
-from trainer_runtime.session import run_tracked
-from trainer_runtime.standalone import train_with_callback
+from trainer_runtime.tracking.attempts import ATTEMPTS_TAG, RUN_KEY_TAG, run_key
+from trainer_runtime.core.config import load_config
+from trainer_runtime.run.session import run_tracked
+from trainer_runtime.training.wrap import train_with_callback
 
 
 @pytest.mark.parametrize("configured, tags, env, key", [

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from trainer_runtime import auth
-from trainer_runtime.config import load_config
-from trainer_runtime.errors import TrackingAuthError
+from trainer_runtime.tracking import auth
+from trainer_runtime.core.config import load_config
+from trainer_runtime.core.errors import TrackingAuthError
 
 
 def test_provider_is_registered_through_mlflows_entry_point():
@@ -107,8 +107,8 @@ def test_no_credential_source_is_a_typed_error_naming_what_was_tried(tmp_path):
     from tests.harness.procs import free_port
 
     port = free_port()
-    code = ("from trainer_runtime.auth import GoogleIdTokenSource\n"
-            "from trainer_runtime.errors import TrackingAuthError\n"
+    code = ("from trainer_runtime.tracking.auth import GoogleIdTokenSource\n"
+            "from trainer_runtime.core.errors import TrackingAuthError\n"
             "try:\n    GoogleIdTokenSource('https://a.run.app').token()\n"
             "except TrackingAuthError as e:\n    print('TYPE', type(e).__name__); print(e)\n")
     env = dict(os.environ, GCE_METADATA_HOST=f"127.0.0.1:{port}", GCE_METADATA_IP=f"127.0.0.1:{port}",

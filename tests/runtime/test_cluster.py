@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from trainer_runtime.cluster import Replica, current
+from trainer_runtime.run.cluster import Replica, current
 
 
 def tf_config(cluster: dict, kind: str, index: int) -> dict:

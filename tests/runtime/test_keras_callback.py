@@ -8,10 +8,10 @@ import uuid
 import numpy as np
 import pytest
 
-from trainer_runtime import keras_hook
-from trainer_runtime.keras_callback import CallbackCore, make_callback
-from trainer_runtime.metrics_logger import sanitize_name
-from trainer_runtime.retry import Deadline
+from trainer_runtime.training import keras_hook
+from trainer_runtime.training.keras_callback import CallbackCore, make_callback
+from trainer_runtime.tracking.logger import sanitize_name
+from trainer_runtime.core.retry import Deadline
 from tests.runtime.helpers import new_logger
 
 
@@ -172,7 +172,7 @@ def test_close_is_bounded_when_the_server_hangs(fault_proxy, clean_env):
     points and the run's end stay in the spool, in order."""
     from mlflow import MlflowClient
 
-    from trainer_runtime.spool import parse
+    from trainer_runtime.tracking.spool import parse
 
     client = MlflowClient(fault_proxy.url)
     exp = client.create_experiment(f"hang-{uuid.uuid4().hex[:8]}")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer_runtime import logs
-from trainer_runtime.redact import redact, register_secret, strip_credentials
+from trainer_runtime.core import logs
+from trainer_runtime.core.redact import redact, register_secret, strip_credentials
 
 REPO = Path(__file__).resolve().parents[2]
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.")
@@ -112,9 +112,9 @@ import logging, os, sys
 from absl import app
 from absl import logging as absl_logging
 
-from trainer_runtime import logs
-from trainer_runtime.config import load_config
-from trainer_runtime.session import run_tracked
+from trainer_runtime.core import logs
+from trainer_runtime.core.config import load_config
+from trainer_runtime.run.session import run_tracked
 
 
 def main(argv):
@@ -181,8 +181,8 @@ def test_text_locally_with_nothing_set_up(mlflow_server, tmp_path):
     """In a user's own process (LocalDagRunner) with no logging set up, the run's INFO lines still show."""
     done = _absl_process("plain", mlflow_server.url, tmp_path)
     lines = [line for line in done.stderr.splitlines() if " trainer_runtime." in line]
-    assert len([line for line in lines if "INFO trainer_runtime.session: MLflow run: http" in line]) == 1, done.stderr
-    assert len([line for line in lines if "INFO trainer_runtime.session: status: " in line]) == 1
+    assert len([line for line in lines if "INFO trainer_runtime.run.session: MLflow run: http" in line]) == 1, done.stderr
+    assert len([line for line in lines if "INFO trainer_runtime.run.session: status: " in line]) == 1
     assert "beam chatter" not in done.stderr and "beam warning" in done.stderr
     assert not any(line.startswith("{") for line in done.stderr.splitlines())
 

@@ -10,10 +10,10 @@ import uuid
 import pytest
 
 from tests.runtime.helpers import FakeClock, deps, read_json, timed
-from trainer_runtime.config import load_config
-from trainer_runtime.errors import (HostHeaderError, TrackingAuthError, TrackingEndpointError,
+from trainer_runtime.core.config import load_config
+from trainer_runtime.core.errors import (HostHeaderError, TrackingAuthError, TrackingEndpointError,
                                     TrackingUnavailableError)
-from trainer_runtime.session import open_tracking, run_tracked
+from trainer_runtime.run.session import open_tracking, run_tracked
 
 
 def _env(uri: str, **extra) -> dict:
@@ -67,7 +67,7 @@ def test_preflight_asks_each_question_once(fault_proxy, tmp_path, clean_env):
 def test_a_deleted_experiment_is_refused_from_the_preflight_lookup(mlflow_server, tmp_path, clean_env):
     from mlflow import MlflowClient
 
-    from trainer_runtime.errors import ConfigError
+    from trainer_runtime.core.errors import ConfigError
 
     env = _env(mlflow_server.url)
     client = MlflowClient(mlflow_server.url)
@@ -79,7 +79,7 @@ def test_a_deleted_experiment_is_refused_from_the_preflight_lookup(mlflow_server
 
 def test_cold_start_of_20s_passes(fault_proxy, tmp_path, clean_env, caplog):
     fault_proxy.control.set(cold_start_seconds=20)
-    caplog.set_level(logging.WARNING, "trainer_runtime.preflight")
+    caplog.set_level(logging.WARNING, "trainer_runtime.tracking.preflight")
     _, exc, seconds, status, trained = _run(_env(fault_proxy.url), tmp_path)
     assert exc is None, exc
     assert status["stage"] == "completed" and trained
@@ -95,7 +95,7 @@ def test_training_starts_within_a_second_of_a_cold_server_turning_healthy(fault_
     wait logs a warning every 10 s, not on every poll."""
     import time
 
-    caplog.set_level(logging.WARNING, "trainer_runtime.preflight")
+    caplog.set_level(logging.WARNING, "trainer_runtime.tracking.preflight")
     fault_proxy.control.set(cold_start_seconds=25)
     healthy_at = time.monotonic() + 25
     entered = []
@@ -261,7 +261,7 @@ def test_losing_the_create_race_is_handled(mlflow_server, clean_env):
     """Deterministic race: this client's lookup is stale (None), the real server says ALREADY_EXISTS."""
     from mlflow import MlflowClient
 
-    from trainer_runtime.tracking import ensure_experiment
+    from trainer_runtime.tracking.runs import ensure_experiment
 
     name = f"race-{uuid.uuid4().hex[:8]}"
     real = MlflowClient(mlflow_server.url)

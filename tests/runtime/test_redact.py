@@ -8,8 +8,8 @@ import string
 
 import pytest
 
-from trainer_runtime import redact as redact_module
-from trainer_runtime.redact import MASK, is_secret_key, redact, redact_tree, register_secret
+from trainer_runtime.core import redact as redact_module
+from trainer_runtime.core.redact import MASK, is_secret_key, redact, redact_tree, register_secret
 
 SIGNATURE = "a3f9c2e1b7d04c5e9f8a6b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0"
 CREDENTIAL = "trainer%40proj.iam.gserviceaccount.com%2F20261125%2Fauto%2Fstorage%2Fgoog4_request"

@@ -10,9 +10,9 @@ import uuid
 import pytest
 
 from tests.runtime.helpers import deps, read_json, timed
-from trainer_runtime.config import load_config
-from trainer_runtime.replay import replay
-from trainer_runtime.session import run_tracked
+from trainer_runtime.core.config import load_config
+from trainer_runtime.commands.replay import replay
+from trainer_runtime.run.session import run_tracked
 
 
 def _degraded_run(proxy, status_dir: str, env_extra: dict | None = None):

@@ -11,11 +11,11 @@ import uuid
 import pytest
 
 from tests.runtime.helpers import deps, read_json
-from trainer_runtime.config import load_config
-from trainer_runtime.errors import UserCodeError
-from trainer_runtime.session import run_tracked
-from trainer_runtime.standalone import train_with_callback
-from trainer_runtime.user_code import call_user
+from trainer_runtime.core.config import load_config
+from trainer_runtime.core.errors import UserCodeError
+from trainer_runtime.run.session import run_tracked
+from trainer_runtime.training.wrap import train_with_callback
+from trainer_runtime.training.user_code import call_user
 
 CLUSTER = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2", "127.0.0.1:3"]}
 

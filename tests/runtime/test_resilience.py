@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from tests.runtime.helpers import new_logger
-from trainer_runtime.retry import Deadline
+from trainer_runtime.core.retry import Deadline
 
 
 def _run(url):
@@ -52,7 +52,7 @@ def test_keras_module_choice_follows_tf_use_legacy_keras():
     import subprocess
     import sys
 
-    code = "from trainer_runtime.keras_hook import keras_modules; print([m.__name__ for m in keras_modules()])"
+    code = "from trainer_runtime.training.keras_hook import keras_modules; print([m.__name__ for m in keras_modules()])"
     for value, expected in (("1", "['tf_keras']"), ("", "['keras']")):
         env = dict(os.environ, TF_USE_LEGACY_KERAS=value, TF_CPP_MIN_LOG_LEVEL="3")
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import uuid
 
 from tests.runtime.helpers import timed
-from trainer_runtime.rest import MlflowRest, RestError
-from trainer_runtime.storage import GcsDir
+from trainer_runtime.tracking.rest import MlflowRest, RestError
+from trainer_runtime.status.storage import GcsDir
 
 
 def test_an_artifact_reaches_a_gs_root(gcs, mlflow_server):

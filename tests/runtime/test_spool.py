@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from trainer_runtime.spool import ACKED_FILE, SPOOL_FILE, Spool, parse
+from trainer_runtime.tracking.spool import ACKED_FILE, SPOOL_FILE, Spool, parse
 
 
 def test_records_read_back_as_written(tmp_path):

@@ -7,12 +7,12 @@ import uuid
 import pytest
 
 from tests.runtime.helpers import deps, read_json, timed
-from trainer_runtime.config import load_config
-from trainer_runtime.errors import StatusWriteError, UserCodeError
-from trainer_runtime.session import run_tracked
-from trainer_runtime.status import StatusReporter
-from trainer_runtime.storage import GcsDir, LocalDir
-from trainer_runtime.user_code import call_user
+from trainer_runtime.core.config import load_config
+from trainer_runtime.core.errors import StatusWriteError, UserCodeError
+from trainer_runtime.run.session import run_tracked
+from trainer_runtime.status.reporter import StatusReporter
+from trainer_runtime.status.storage import GcsDir, LocalDir
+from trainer_runtime.training.user_code import call_user
 
 
 def _env(uri, status_dir):

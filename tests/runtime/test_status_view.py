@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from trainer_runtime.status_view import (EXIT_COMPLETED, EXIT_FAILED, EXIT_NO_STATUS, EXIT_RUNNING, EXIT_STALE,
+from trainer_runtime.status.view import (EXIT_COMPLETED, EXIT_FAILED, EXIT_NO_STATUS, EXIT_RUNNING, EXIT_STALE,
                                          show_status)
-from trainer_runtime.storage import GcsDir
+from trainer_runtime.status.storage import GcsDir
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = dt.datetime(2026, 11, 25, 1, 2, 3, 456000, tzinfo=dt.timezone.utc)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.runtime.helpers import timed
-from trainer_runtime.errors import StatusWriteError
-from trainer_runtime.storage import GcsDir, LocalDir
+from trainer_runtime.core.errors import StatusWriteError
+from trainer_runtime.status.storage import GcsDir, LocalDir
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -238,7 +238,7 @@ def test_pending_points_beyond_the_window_wait_on_disk_and_land_in_order(fault_p
     import uuid
 
     from tests.runtime.helpers import new_logger
-    from trainer_runtime.retry import Deadline
+    from trainer_runtime.core.retry import Deadline
 
     client = _server(fault_proxy.url)
     run_id = client.create_run(client.create_experiment(f"window-{uuid.uuid4().hex[:8]}")).info.run_id

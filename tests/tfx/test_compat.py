@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from trainer_runtime import __version__
-from trainer_runtime.config import load_config
-from trainer_runtime.errors import ConfigError
+from trainer_runtime.core.config import load_config
+from trainer_runtime.core.errors import ConfigError
 from trainer_runtime.tfx import runtime_config
 from trainer_runtime.tfx.compat import version_mismatch, warn_if_compiled_with_other_version
 

@@ -160,7 +160,7 @@ def test_registry_missing_on_the_server_warns_and_training_completes(fault_proxy
 def test_server_gone_when_training_ends_costs_the_model_step_seconds(fault_proxy, tmp_path, tmp_env):
     """The server stops answering (requests hang) right as run_fn returns: the model step gives up within
     its budget, the training still counts as completed, the status says what was not recorded."""
-    from trainer_runtime.config import load_config
+    from trainer_runtime.core.config import load_config
     from trainer_runtime.tfx.tracked import train_tracked
 
     runtime = {"tracking_uri": fault_proxy.url, "experiment_name": f"gone-{uuid.uuid4().hex[:6]}",
@@ -193,8 +193,8 @@ def test_vertex_console_url_from_the_task_environment():
     """The env a Vertex pipeline task has (faked: no Vertex here) and the executor context's path."""
     from tfx.dsl.components.base.base_executor import BaseExecutor
 
-    from trainer_runtime import links
-    from trainer_runtime.config import load_config
+    from trainer_runtime.tfx import links
+    from trainer_runtime.core.config import load_config
     from trainer_runtime.tfx import context
 
     ctx = BaseExecutor.Context(tmp_dir="gs://b/root/123/recommender-20261123/Trainer_abc123/.temp",
@@ -216,8 +216,8 @@ def test_a_remote_savedmodel_is_the_version_source(mlflow_server):
     """On GCS (every Vertex pipeline), the registered version's source is the SavedModel's own URI."""
     from mlflow import MlflowClient
 
-    from trainer_runtime.rest import MlflowRest
-    from trainer_runtime.model_record import register
+    from trainer_runtime.tracking.rest import MlflowRest
+    from trainer_runtime.tfx.model_record import register
 
     client = MlflowClient(mlflow_server.url)
     run_id = client.create_run(client.create_experiment(f"remote-{uuid.uuid4().hex[:6]}")).info.run_id

@@ -37,9 +37,9 @@ def test_users_exception_is_printed_as_theirs(mlflow_server, interactions, tmp_p
     assert "During handling of the above exception" not in done.stderr, tail
     assert tail.rstrip().endswith("ValueError: user code failed on purpose"), tail
     assert 'raise ValueError("user code failed on purpose")' in tail, "the user's own frame"
-    assert "trainer_runtime.errors.UserCodeError:" not in tail, "no runtime exception printed with it"
+    assert "trainer_runtime.core.errors.UserCodeError:" not in tail, "no runtime exception printed with it"
     status = json.loads((status_dir(tmp_path / "root") / "mlflow_status.json").read_text())
     assert status["exit_code"] == 4 and status["error"]["type"] == "UserCodeError"
     # Nothing set logging up in this process: the runtime did, so the run's URL and status path show.
-    assert done.stderr.count("INFO trainer_runtime.session: MLflow run: http") == 1, done.stderr[-3000:]
-    assert done.stderr.count("INFO trainer_runtime.session: status: ") == 1
+    assert done.stderr.count("INFO trainer_runtime.run.session: MLflow run: http") == 1, done.stderr[-3000:]
+    assert done.stderr.count("INFO trainer_runtime.run.session: status: ") == 1

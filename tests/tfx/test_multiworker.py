@@ -219,7 +219,7 @@ def test_a_killed_task_started_again_continues_its_run(mlflow_server, examples, 
     client, runs = task.runs()
     assert [r.info.run_id for r in runs] == [run_id], "the second attempt continued the first one's run"
     run = runs[0]
-    assert run.info.status == "FINISHED" and run.data.tags["trainer_runtime.attempts"] == "2"
+    assert run.info.status == "FINISHED" and run.data.tags["trainer_runtime.tracking.attempts"] == "2"
     steps = points_per_key(client, run_id, ["loss", "val_loss"])
     assert steps["loss"] == list(range(len(steps["loss"]))) == steps["val_loss"], steps
     assert len(steps["loss"]) in (6, 7), "2 (or 3) epochs of the first attempt, then 4 of the second"

@@ -90,7 +90,7 @@ def test_no_model_written_surfaces_tfx_own_error(mlflow_server, interactions, tm
 
 
 def test_bad_module_path_says_what_is_there(mlflow_server, interactions, tmp_path, tmp_env):
-    from trainer_runtime.errors import UserCodeLoadError
+    from trainer_runtime.core.errors import UserCodeLoadError
 
     with pytest.raises(UserCodeLoadError, match="has no 'run_fn_typo'; found: build_model, run_fn"):
         run_local(tmp_path, interactions, mlflow_server.url, run_fn="examples.retrieval.model.run_fn_typo")
@@ -100,7 +100,7 @@ def test_bad_module_path_says_what_is_there(mlflow_server, interactions, tmp_pat
 
 def test_server_unreachable_no_training_step(interactions, tmp_path, tmp_env, capfd):
     from tests.harness.procs import free_port
-    from trainer_runtime.errors import TrackingUnavailableError
+    from trainer_runtime.core.errors import TrackingUnavailableError
 
     with pytest.raises(TrackingUnavailableError):
         run_local(tmp_path, interactions, f"http://127.0.0.1:{free_port()}",

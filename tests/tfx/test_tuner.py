@@ -247,13 +247,13 @@ def test_a_trial_spool_not_fully_sent_is_uploaded_beside_the_status_and_replays(
 
     from mlflow import MlflowClient
 
-    from trainer_runtime.config import load_config
-    from trainer_runtime.replay import replay
-    from trainer_runtime.retry import Deadline
-    from trainer_runtime.spool import ACKED_FILE, SPOOL_FILE, Spool
+    from trainer_runtime.core.config import load_config
+    from trainer_runtime.commands.replay import replay
+    from trainer_runtime.core.retry import Deadline
+    from trainer_runtime.tracking.spool import ACKED_FILE, SPOOL_FILE, Spool
     from trainer_runtime.tfx.tuner import record_trials
-    from trainer_runtime.tracking import TrackingContext
-    from trainer_runtime.trials import TrialRuns
+    from trainer_runtime.tracking.runs import TrackingContext
+    from trainer_runtime.tfx.trials import TrialRuns
 
     client = MlflowClient(mlflow_server.url)
     experiment = f"trial-spool-{uuid.uuid4().hex[:8]}"

@@ -174,7 +174,7 @@ def test_vertex_training_snippet_makes_one_run_of_three_replicas(mlflow_server, 
     tags = run.data.tags
     assert (tags["tf.cluster.chief"], tags["tf.cluster.workers"], tags["tf.cluster.tracked_by"]) == ("1", "2",
                                                                                                   "chief-0")
-    assert tags["trainer_runtime.run_key"] == RUN_KEY and tags["trainer_runtime.attempts"] == "1"
+    assert tags["trainer_runtime.run_key"] == RUN_KEY and tags["trainer_runtime.tracking.attempts"] == "1"
     outputs = trainer_run.executor_input["outputs"]["artifacts"]
     status_dir = Path(outputs["model_run"]["artifacts"][0]["uri"] + "-mlflow")
     assert sorted(p.name for p in status_dir.iterdir()) == [

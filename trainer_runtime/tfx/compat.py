@@ -15,9 +15,9 @@ import difflib
 import logging
 from typing import Any
 
-from .. import __version__
-from ..config import CUSTOM_CONFIG_KEY, FIELD_BY_NAME, FORBIDDEN_KEYS, RuntimeConfig, validate_tracking_uri
-from ..errors import ConfigError
+from trainer_runtime import __version__
+from trainer_runtime.core.config import CUSTOM_CONFIG_KEY, FIELD_BY_NAME, FORBIDDEN_KEYS, RuntimeConfig, validate_tracking_uri
+from trainer_runtime.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

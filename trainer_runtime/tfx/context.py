@@ -7,8 +7,8 @@ import sys
 import time
 from typing import Any, Mapping
 
-from ..config import CUSTOM_CONFIG_KEY
-from ..redact import is_secret_key
+from trainer_runtime.core.config import CUSTOM_CONFIG_KEY
+from trainer_runtime.core.redact import is_secret_key
 
 
 def vertex_ids_from_output_file(output_file: str) -> dict[str, str]:

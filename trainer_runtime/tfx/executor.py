@@ -20,13 +20,13 @@ from tfx.components.trainer.executor import GenericExecutor
 from tfx.components.util import udf_utils
 from tfx.dsl.io import fileio
 
-from .. import cluster
-from ..config import load_config
-from ..errors import UserCodeError, UserCodeLoadError
-from ..user_code import functions_in, import_error
-from . import context, tuner_link
-from .compat import warn_if_compiled_with_other_version
-from .tracked import train_tracked
+from trainer_runtime.core.config import load_config
+from trainer_runtime.core.errors import UserCodeError, UserCodeLoadError
+from trainer_runtime.run import cluster
+from trainer_runtime.tfx import context, tuner_link
+from trainer_runtime.tfx.compat import warn_if_compiled_with_other_version
+from trainer_runtime.tfx.tracked import train_tracked
+from trainer_runtime.training.user_code import functions_in, import_error
 
 log = logging.getLogger(__name__)
 

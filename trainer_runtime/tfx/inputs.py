@@ -81,7 +81,7 @@ def log_datasets(ctx: Any, fn_args: Any, input_dict: Mapping[str, Any] | None) -
     """Log the Trainer's inputs on ``ctx``'s run, one bounded call. Never raises; the status says how it went."""
     if not ctx.config.log_datasets:
         return
-    from ..rest import MlflowRest, RestError
+    from trainer_runtime.tracking.rest import MlflowRest, RestError
 
     try:
         datasets = datasets_from_artifacts(input_dict) if input_dict else datasets_from_fn_args(fn_args)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from .. import links, model_record
-from . import context, inputs
+from trainer_runtime.tfx import links, model_record, context, inputs
 
 log = logging.getLogger(__name__)
 

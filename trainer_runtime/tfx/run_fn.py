@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..config import load_config
-from ..errors import ConfigError
-from ..session import active_run
-from ..user_code import load_function
-from . import context, tuner_link
-from .tracked import train_tracked
+from trainer_runtime.core.config import load_config
+from trainer_runtime.core.errors import ConfigError
+from trainer_runtime.run.session import active_run
+from trainer_runtime.tfx import context, tuner_link
+from trainer_runtime.tfx.tracked import train_tracked
+from trainer_runtime.training.user_code import load_function
 
 log = logging.getLogger(__name__)
 

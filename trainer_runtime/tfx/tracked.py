@@ -5,12 +5,12 @@ import logging
 import time
 from typing import Any, Callable, Mapping, NoReturn
 
-from ..config import RuntimeConfig
-from ..errors import EXIT_CODES, UserCodeError
-from ..session import last_outcome, run_tracked
-from ..standalone import train_with_callback
-from . import context, lineage
-from .vertex import runs_in_vertex_runner
+from trainer_runtime.training.wrap import train_with_callback
+from trainer_runtime.core.config import RuntimeConfig
+from trainer_runtime.core.errors import EXIT_CODES, UserCodeError
+from trainer_runtime.run.session import last_outcome, run_tracked
+from trainer_runtime.tfx import context, lineage
+from trainer_runtime.tfx.vertex import runs_in_vertex_runner
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ It does what TFX's executor does (``tuner_fn(fn_args)`` returns the tuner and it
 ``fit_kwargs``; ``tuner.search(**fit_kwargs)``; the best hyperparameters and the
 tuner's results written to the outputs) inside one tracked run, the search's
 (``session.run_tracked``: preflight, status next to the output, signals, bounded
-close). Each trial is a nested run of it (``trainer_runtime.trials``). The search's
+close). Each trial is a nested run of it (``trainer_runtime.tfx.trials``). The search's
 run gets the best hyperparameters (``best.hp.*`` params, ``best.score``,
 ``best_hyperparameters.json``) and the trial counts; its id goes on the
 ``best_hyperparameters`` artifact (custom property ``mlflow_run_id``), where a tracked
@@ -27,17 +27,17 @@ from tfx.components.trainer import fn_args_utils
 from tfx.components.tuner import executor as stock
 from tfx.types import artifact_utils, standard_component_specs
 
-from ..config import RuntimeConfig, load_config
-from ..rest import MlflowRest
-from ..retry import Deadline
-from ..session import run_tracked
-from ..tracking import TrackingContext
-from ..trials import TrialRuns
-from ..user_code import call_user
-from . import context, tuner_link
-from .compat import warn_if_compiled_with_other_version
-from .executor import resolve_run_fn
-from .tracked import fail
+from trainer_runtime.core.config import RuntimeConfig, load_config
+from trainer_runtime.core.retry import Deadline
+from trainer_runtime.run.session import run_tracked
+from trainer_runtime.tfx import context, tuner_link
+from trainer_runtime.tfx.compat import warn_if_compiled_with_other_version
+from trainer_runtime.tfx.executor import resolve_run_fn
+from trainer_runtime.tfx.tracked import fail
+from trainer_runtime.tfx.trials import TrialRuns
+from trainer_runtime.tracking.rest import MlflowRest
+from trainer_runtime.tracking.runs import TrackingContext
+from trainer_runtime.training.user_code import call_user
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,8 @@ def record_trials(tracking: TrackingContext, trials: TrialRuns, status_dir: str)
     status = tracking.extra_status["trials"]
     if not summary.unsent:
         return
-    from ..closing import upload_spool_dir
-    from ..storage import open_dir
+    from trainer_runtime.run.closing import upload_spool_dir
+    from trainer_runtime.status.storage import open_dir
 
     for unsent in status["unsent"]:
         target = unsent["spool_dir"]

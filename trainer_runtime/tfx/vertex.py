@@ -79,7 +79,7 @@ def forward(argv: Sequence[str]) -> int:
     decided (``tracked.train_tracked``: the process's main module is TFX's runner), and a
     preemption exits ``128 + signum`` (``Killed``); both are ``SystemExit`` and pass through here.
     """
-    from .. import logs
+    from trainer_runtime.core import logs
 
     runner = runner_for(argv)
     args = rewrite(argv)

@@ -7,7 +7,7 @@ CustomJob whose replicas (every worker pool) all run
 Trainer executor there. This one launches the same CustomJob with
 ``TrackedExecutor`` instead: the chief replica tracks the run (preflight,
 callback, status) and every other replica records how it ended beside the
-chief's status (``trainer_runtime.cluster``/``replica``).
+chief's status (``trainer_runtime.run.cluster``/``replica``).
 
 Use it as ``Trainer(custom_executor_spec=ExecutorClassSpec(TrackedVertexTrainingExecutor))``;
 the ``default_commands`` forwarder swaps it in for the extension's own launcher.
@@ -29,10 +29,11 @@ from tfx.extensions.google_cloud_ai_platform.trainer import executor as launcher
 from tfx.types import standard_component_specs
 from tfx.utils import json_utils
 
-from .. import attempts, envvars
-from ..errors import ConfigError
-from . import context
-from .executor import TrackedExecutor
+from trainer_runtime.core import envvars
+from trainer_runtime.core.errors import ConfigError
+from trainer_runtime.tfx import context
+from trainer_runtime.tfx.executor import TrackedExecutor
+from trainer_runtime.tracking import attempts
 
 log = logging.getLogger(__name__)
 

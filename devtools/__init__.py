@@ -1,0 +1,1 @@
+"""Development tools (not in the image): generators of the docs' reference tables."""

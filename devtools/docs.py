@@ -1,0 +1,118 @@
+"""Generate the reference tables in the docs from the code, so the two cannot drift.
+
+`make docs` rewrites the parts between the markers: the config table in
+docs/configuration.md (from config.FIELDS), the exit-code table in README.md
+(from errors.EXIT_CODES) and the README's package layout (from the docstrings of
+trainer_runtime's packages and modules). A test fails when any is stale.
+"""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from trainer_runtime.core.config import CUSTOM_CONFIG_KEY, FIELDS
+from trainer_runtime.core.errors import EXIT_CODES
+
+TABLES = {
+    "CONFIG": "docs/configuration.md",
+    "EXIT CODES": "README.md",
+    "LAYOUT": "README.md",
+}
+PACKAGE = Path(__file__).resolve().parents[1] / "trainer_runtime"
+#: the subpackages in the order they build on each other (each may import only those before it)
+LAYERS = ("core", "status", "tracking", "training", "run", "commands", "tfx")
+
+
+def markers(name: str) -> tuple[str, str]:
+    return (f"<!-- BEGIN GENERATED {name} TABLE (make docs) -->", f"<!-- END GENERATED {name} TABLE -->")
+
+
+def render_config_table() -> str:
+    rows = [f"| key (`custom_config[\"{CUSTOM_CONFIG_KEY}\"]`) | env var | flag | default | meaning |",
+            "|---|---|---|---|---|"]
+    for f in FIELDS:
+        default = "—" if f.default is None else f"`{f.default}`"
+        rows.append(f"| `{f.name}` | `{f.env}` | `{f.flag}` | {default} | {f.doc} |")
+    return "\n".join(rows)
+
+
+def render_exit_codes() -> str:
+    rows = ["| exit code | error class | meaning |", "|---|---|---|"]
+    rows += [f"| {code} | `{cls}` | {meaning} |" for code, (cls, meaning) in sorted(EXIT_CODES.items())]
+    return "\n".join(rows)
+
+
+def docstring(path: Path) -> str:
+    return ast.get_docstring(ast.parse(path.read_text())) or ""
+
+
+def first_sentence(text: str) -> str:
+    flat = " ".join(text.split("\n\n")[0].split())
+    return flat.split(". ")[0].rstrip(".") + "."
+
+
+def render_layout(package: Path = PACKAGE) -> str:
+    """The README's package layout: each subpackage's docstring (what it owns, what it may import),
+    then each of its modules with the first sentence of its docstring."""
+    lines = ["```", "trainer_runtime/"]
+    for name in LAYERS:
+        lines.append(f"  {name}/")
+        for module in sorted(p for p in (package / name).glob("*.py") if p.name != "__init__.py"):
+            lines.append(f"    {module.stem:<18} {first_sentence(docstring(module))}")
+    top = sorted(p for p in package.glob("*.py") if p.name != "__init__.py")
+    for module in top:
+        lines.append(f"  {module.stem + '.py':<20} {first_sentence(docstring(module))}")
+    lines.append("```")
+    lines.append("")
+    for name in LAYERS:
+        text = " ".join(docstring(package / name / "__init__.py").split())
+        lines.append(f"- **`{name}/`**: {text}")
+    return "\n".join(lines)
+
+
+def import_violations(package: Path = PACKAGE) -> list[str]:
+    """Imports of a subpackage that its docstring's ``May import:`` line does not allow."""
+    import re
+
+    found = []
+    for name in LAYERS:
+        text = docstring(package / name / "__init__.py")
+        allowed = re.search(r"May import: (.*)", text)
+        names = set() if allowed is None or allowed.group(1).startswith("nothing") else {
+            n.strip(" .") for n in allowed.group(1).split(",")}
+        for module in sorted((package / name).glob("*.py")):
+            for node in ast.walk(ast.parse(module.read_text())):
+                targets = []
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    targets = [node.module]
+                elif isinstance(node, ast.Import):
+                    targets = [a.name for a in node.names]
+                for target in targets:
+                    parts = target.split(".")
+                    if parts[0] == "trainer_runtime" and len(parts) > 1 and parts[1] != name \
+                            and parts[1] not in names:
+                        found.append(f"{name}/{module.name} imports {target} (allowed: {sorted(names) or 'none'})")
+    return found
+
+
+RENDER = {"CONFIG": render_config_table, "EXIT CODES": render_exit_codes, "LAYOUT": render_layout}
+
+
+def update(root: Path) -> list[str]:
+    changed = []
+    for name, rel in TABLES.items():
+        path = root / rel
+        text = path.read_text()
+        begin, end = markers(name)
+        start, stop = text.index(begin) + len(begin), text.index(end)
+        new = text[:start] + "\n" + RENDER[name]() + "\n" + text[stop:]
+        if new != text:
+            path.write_text(new)
+            changed.append(rel)
+    return changed
+
+
+if __name__ == "__main__":
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+    print("updated: " + (", ".join(update(root)) or "nothing"))

@@ -1,0 +1,60 @@
+"""The one place that decides how a run ended: stage, MLflow status, exit code, error record."""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from trainer_runtime.core.errors import InternalError, Killed, RuntimeFailure, UserCodeError
+from trainer_runtime.core.redact import redact
+
+TRACEBACK_LINES = 30
+
+
+@dataclass(frozen=True)
+class Outcome:
+    stage: str              # completed | failed | killed
+    mlflow_status: str      # FINISHED | FAILED | KILLED
+    exit_code: int
+    error: dict[str, Any] | None = None
+
+
+def _traceback_tail(exc: BaseException) -> str:
+    lines = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).splitlines()
+    return redact("\n".join(lines[-TRACEBACK_LINES:]))
+
+
+def error_record(exc: BaseException) -> dict[str, Any]:
+    """``{type, message, hint, fault, exit_code, traceback}`` for the status file; secrets masked."""
+    if isinstance(exc, Killed):
+        return {"type": "Killed", "message": exc.message, "hint": exc.hint, "fault": exc.fault,
+                "exit_code": exc.exit_code, "traceback": _traceback_tail(exc)}
+    if isinstance(exc, RuntimeFailure):
+        shown = exc.__cause__ if isinstance(exc, UserCodeError) and exc.__cause__ else exc
+        return {"type": type(exc).__name__, "message": redact(exc.message), "hint": redact(exc.hint),
+                "fault": exc.fault, "exit_code": exc.exit_code, "traceback": _traceback_tail(shown)}
+    wrapped = InternalError(f"{type(exc).__name__}: {exc}",
+                            hint="a bug in trainer-runtime; please report it with this traceback")
+    return {"type": "InternalError", "message": redact(wrapped.message), "hint": wrapped.hint,
+            "fault": "platform", "exit_code": wrapped.exit_code, "traceback": _traceback_tail(exc)}
+
+
+def decide(exc: BaseException | None) -> Outcome:
+    """Map how the run ended to its outcome. ``None`` means it returned normally."""
+    if exc is None:
+        return Outcome("completed", "FINISHED", 0)
+    if isinstance(exc, KeyboardInterrupt):
+        exc = Killed(2)
+    if isinstance(exc, Killed):
+        return Outcome("killed", "KILLED", exc.exit_code, error_record(exc))
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 0:
+            return Outcome("completed", "FINISHED", 0)
+        failure = UserCodeError(f"the training code called sys.exit({exc.code!r})",
+                                hint="see the job's log above for why it exited")
+        record = error_record(failure)
+        record["exit_code"] = code
+        return Outcome("failed", "FAILED", code, record)
+    record = error_record(exc)
+    return Outcome("failed", "FAILED", record["exit_code"], record)

@@ -1,0 +1,145 @@
+"""Preemption on every wiring: SIGTERM and SIGINT become ``Killed`` in the main thread.
+
+``session.run_tracked`` installs the handlers for the length of a run, whichever
+wiring called it (TrackedExecutor, the run_fn shim, standalone, the Vertex
+forwarder), and restores the previous ones afterwards. Vertex sends SIGTERM and
+kills the task about 30 s later, so the first signal starts the grace budget
+that the close must fit in; a repeated signal while the run is closing is
+logged and ignored, so it cannot abort the cleanup.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Callable, Iterator
+
+from trainer_runtime.core.errors import Killed
+
+log = logging.getLogger(__name__)
+
+HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+
+class SignalState:
+    """What the handlers saw: the first signal and when (on the session's monotonic clock)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.signum: int | None = None
+        self.received_at: float | None = None
+        self.installed = False
+        self._closing = False
+
+    def closing(self) -> None:
+        """From now on a signal only shortens the close to the grace budget; it raises nothing."""
+        self._closing = True
+
+    def handle(self, signum: int, frame: object = None) -> None:
+        name = signal.Signals(signum).name
+        if self.received_at is not None or self._closing:
+            if self.received_at is None:
+                self.signum, self.received_at = signum, self._clock()
+            log.warning("%s received while the run is closing; ignored (the close is bounded by the "
+                        "grace budget)", name)
+            return
+        self.signum, self.received_at = signum, self._clock()
+        log.warning("%s received: stopping training and closing the run", name)
+        raise Killed(signum)
+
+
+@contextlib.contextmanager
+def handled(clock: Callable[[], float] = time.monotonic) -> Iterator[SignalState]:
+    """Install the handlers while the block runs (main thread only; elsewhere Python forbids it)."""
+    state = SignalState(clock)
+    if threading.current_thread() is not threading.main_thread():
+        log.debug("not in the main thread: preemption signals are left to the caller")
+        yield state
+        return
+    previous = {signum: signal.getsignal(signum) for signum in HANDLED}
+    for signum in HANDLED:
+        signal.signal(signum, state.handle)
+    state.installed = True
+    try:
+        yield state
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def exit_margin(grace: float) -> float:
+    """Seconds of the grace kept for the process itself to exit after the close (TF, Beam and the
+    interpreter tear down in a few seconds, more on a loaded machine): a third, at most 8 s."""
+    return min(8.0, grace / 3)
+
+
+class CloseBudget:
+    """The one deadline of a run's close: ``normal`` seconds from now, cut after a preemption
+    signal (received before or during the close) so the process exits within ``grace`` seconds
+    of it."""
+
+    def __init__(self, normal: float, grace: float, signals: SignalState,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._end = clock() + normal
+        self._grace = grace
+        self._signals = signals
+        self.started = clock()
+
+    def remaining(self) -> float:
+        end = self._end
+        if self._signals.received_at is not None:
+            end = min(end, self._signals.received_at + self._grace - exit_margin(self._grace))
+        return max(0.0, end - self._clock())
+
+    def elapsed(self) -> float:
+        return self._clock() - self.started
+
+    def reserve(self, seconds: float) -> "_Reserved":
+        """This budget minus ``seconds`` kept back for what comes after (status, spool upload)."""
+        return _Reserved(self, seconds)
+
+
+class _Reserved:
+    def __init__(self, budget: CloseBudget, seconds: float) -> None:
+        self._budget, self._seconds = budget, seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self._budget.remaining() - self._seconds)
+
+
+def exit_now(code: int) -> None:
+    """End the process with ``code`` now: flush the logs and stdio, skip the interpreter's teardown.
+
+    Used once a signalled run is closed. Measured under the fault suite: TF, Beam and TFX's
+    launcher then took 5-15 s more to exit on a loaded 2-core machine, past the grace."""
+    log.info("exiting with %s; the run and its status are closed", code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed or broken stream must not keep the process alive
+            pass
+    os._exit(code)
+
+
+#: seconds the interpreter's teardown may take once a standalone run is closed and decided
+EXIT_WITHIN = 1.5
+
+
+def exit_within(code: int, seconds: float = EXIT_WITHIN) -> None:
+    """Let the process end normally (atexit handlers, buffered output), but no later than ``seconds``
+    from now: a watchdog then calls :func:`exit_now` with the same ``code``. Only for a process that
+    ends with this run (the standalone command), never inside a caller's process.
+
+    Measured under the fault suite: after a closed run, TF's and MLflow's teardown took 6-8 s, and a
+    hanging one longer; the run's outcome and status were final long before."""
+    import threading
+
+    watchdog = threading.Timer(seconds, exit_now, args=(code,))
+    watchdog.daemon = True
+    watchdog.start()
