@@ -101,8 +101,9 @@ FAULT_LOG := $(CACHE_DIR)/fault-suite.log
 test: env
 	@echo "==> running tests"
 ifeq ($(strip $(PYTEST_ARGS)),)
-	@mkdir -p $(CACHE_DIR)
-	cd $(CURDIR) && { $(PY) -m pytest tests/faults -p no:cacheprovider > $(FAULT_LOG) 2>&1; echo $$? > $(FAULT_LOG).rc; } & \
+	@mkdir -p $(CACHE_DIR) && rm -f $(FAULT_LOG).rc
+	cd $(CURDIR) && { $(PY) -m pytest tests/faults -p no:cacheprovider > $(FAULT_LOG) 2>&1 && echo 0 > $(FAULT_LOG).rc \
+		|| echo $$? > $(FAULT_LOG).rc; } & \
 	main=0; cd $(CURDIR) && $(PY) -m pytest --ignore=tests/faults || main=$$?; wait; \
 	echo "==> fault suite (tests/faults):"; tail -n 40 $(FAULT_LOG); \
 	faults=$$(cat $(FAULT_LOG).rc); test $$main -eq 0 && test $$faults -eq 0

@@ -40,13 +40,15 @@ def test_settle_transport_marks_only_absent_probed_modules(monkeypatch, tmp_path
     from trainer_runtime.tracking import rest
 
     monkeypatch.delitem(sys.modules, "dbruntime", raising=False)
-    assert rest.settle_transport() == ["dbruntime"]
+    monkeypatch.delitem(sys.modules, "pyspark", raising=False)
+    assert rest.settle_transport() == ["dbruntime", "pyspark"]
     assert sys.modules["dbruntime"] is None
     with pytest.raises(ModuleNotFoundError):
         import dbruntime  # noqa: F401
     monkeypatch.delitem(sys.modules, "dbruntime")
+    monkeypatch.delitem(sys.modules, "pyspark")
     (tmp_path / "dbruntime").mkdir()
     (tmp_path / "dbruntime" / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert rest.settle_transport() == []
+    assert rest.settle_transport() == ["pyspark"]
     assert "dbruntime" not in sys.modules

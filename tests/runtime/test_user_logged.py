@@ -268,3 +268,38 @@ def test_pending_points_beyond_the_window_wait_on_disk_and_land_in_order(fault_p
     history = client.get_metric_history(run_id, "loss")
     assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(30_000))
     assert all(m.value == float(m.step) for m in history)
+
+
+SPY = """
+import sys, threading, time, importlib.abc
+SEEN = set()
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if threading.current_thread() is not threading.main_thread():
+            SEEN.add((threading.current_thread().name, name))
+        return None
+sys.meta_path.insert(0, Spy())
+
+def main():
+    import mlflow
+    for step in range(12):
+        mlflow.log_metric("x", step, step=step)
+        time.sleep(0.5)
+    print("LOOKED UP", sorted(SEEN), flush=True)
+"""
+
+
+def test_no_background_thread_imports_while_user_code_runs(tmp_path, mlflow_server):
+    """MLflow's post-import-hook lock, held by mlflow.autolog() while it imports integrations, is
+    taken by every import lookup: a runtime thread that imports (MLflow's transport probing for
+    Databricks and Spark on every request did) deadlocks against a user's autolog. With the sender,
+    heartbeat, shipper and system-metrics threads all busy, none looks a module up."""
+    (tmp_path / "spy_user.py").write_text(SPY)
+    env = {**_env(tmp_path, mlflow_server.url, TRAINER_RUNTIME_SYSTEM_METRICS_INTERVAL="1",
+                  TRAINER_RUNTIME_HEARTBEAT_INTERVAL="1", TRAINER_RUNTIME_SPOOL_SHIP_INTERVAL="1"),
+           "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    out = subprocess.run([sys.executable, "-c", "import sys, spy_user\nfrom trainer_runtime.cli import main\n"
+                          "sys.exit(main(['run', 'spy_user:main']))"],
+                         env=env, capture_output=True, text=True, timeout=180, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "LOOKED UP []" in out.stdout, out.stdout[-2000:]

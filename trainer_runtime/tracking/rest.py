@@ -69,8 +69,9 @@ def json_number(value: float) -> Any:
     return "Infinity" if value > 0 else "-Infinity"
 
 
-#: modules MLflow's transport imports on every request to learn where it runs (Databricks' runtime)
-PROBED_MODULES = ("dbruntime",)
+#: modules MLflow's transport imports on every request to learn where it runs (Databricks' runtime, a
+#: Spark session): found by a probe of the imports the sender thread makes
+PROBED_MODULES = ("dbruntime", "pyspark")
 
 
 def settle_transport() -> list[str]:
