@@ -128,7 +128,7 @@ def exit_now(code: int) -> None:
 
 
 #: seconds the interpreter's teardown may take once a standalone run is closed and decided
-EXIT_WITHIN = 1.5
+EXIT_WITHIN = 0.5
 
 
 def exit_within(code: int, seconds: float = EXIT_WITHIN) -> None:
