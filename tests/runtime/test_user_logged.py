@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,7 +153,7 @@ def test_sigkill_in_an_outage_loses_at_most_one_ship_interval(tmp_path, fault_pr
     time.sleep(1.5)  # one more interval: the ship includes step 39
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    shutil_rm(tmp_path / "spool")  # the container's disk is gone with it
+    shutil.rmtree(tmp_path / "spool", ignore_errors=True)  # the container's disk is gone with it
     fault_proxy.control.set(drop=False)
     done = _replay(tmp_path / "status", fault_proxy.url)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -161,12 +162,6 @@ def test_sigkill_in_an_outage_loses_at_most_one_ship_interval(tmp_path, fault_pr
     assert sorted(m.step for m in client.get_metric_history(run_id, "loss")) == list(range(40))
     assert client.get_run(run_id).data.params["lr"] == "0.1"
     assert client.get_run(run_id).info.status == "KILLED"
-
-
-def shutil_rm(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_sigterm_during_an_outage_exits_143_inside_the_grace(tmp_path, fault_proxy):

@@ -9,16 +9,13 @@ beside the status and the command that replays it.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from trainer_runtime.run import outcome, signals
 from trainer_runtime.run.heartbeat import Heartbeat
 from trainer_runtime.status.reporter import StatusReporter
-from trainer_runtime.status.storage import TextDir
 from trainer_runtime.tracking.runs import TrackingContext
-from trainer_runtime.tracking.shipping import UPLOADED_ACKED, UPLOADED_SPOOL, ship_unacked
-from trainer_runtime.tracking.spool import ACKED_FILE, SPOOL_FILE
+from trainer_runtime.tracking.shipping import ship_unacked
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +93,3 @@ def _tracking_state(ctx: TrackingContext, reporter: StatusReporter | None, repor
         target = spool.directory
     state["replay_command"] = f"trainer-runtime replay {target}"
     return state
-
-
-def upload_spool_dir(spool_dir: str, directory: TextDir, deadline: float | None = None) -> str:
-    """Copy the two files of the spool in ``spool_dir`` into ``directory`` (``mlflow_spool.jsonl``/
-    ``.acked``, where ``trainer-runtime replay <directory>`` finds them); returns the jsonl's URI."""
-    uri = directory.write_file(UPLOADED_SPOOL, os.path.join(spool_dir, SPOOL_FILE), deadline=deadline)
-    directory.write_file(UPLOADED_ACKED, os.path.join(spool_dir, ACKED_FILE), deadline=deadline)
-    return uri

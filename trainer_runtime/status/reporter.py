@@ -80,20 +80,19 @@ class StatusReporter:
         """Record training progress with ``heartbeat_at``; skipped once the run has ended.
 
         Returns False when it was skipped."""
-        with self._lock:
-            if self.terminal:
-                return False
-            self.status["progress"] = {**progress, "heartbeat_at": self._clock()}
-            self._write(self.status_file, self.status, fatal=False, deadline=HEARTBEAT_WRITE_SECONDS)
-            return True
+        return self._while_training(progress={**progress, "heartbeat_at": self._clock()})
 
     def note_tracking(self, tracking: dict[str, Any]) -> bool:
         """Replace the status's ``tracking`` during training (e.g. a shipped spool); skipped once the
         run has ended. Returns False when it was skipped."""
+        return self._while_training(tracking=tracking)
+
+    def _while_training(self, **fields: Any) -> bool:
+        """Update ``fields`` and write them, quickly and never fatally, unless the run has ended."""
         with self._lock:
             if self.terminal:
                 return False
-            self.status["tracking"] = tracking
+            self.status.update(fields)
             self._write(self.status_file, self.status, fatal=False, deadline=HEARTBEAT_WRITE_SECONDS)
             return True
 

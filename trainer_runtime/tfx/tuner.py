@@ -121,14 +121,14 @@ def record_trials(tracking: TrackingContext, trials: TrialRuns, status_dir: str)
     status = tracking.extra_status["trials"]
     if not summary.unsent:
         return
-    from trainer_runtime.run.closing import upload_spool_dir
     from trainer_runtime.status.storage import open_dir
+    from trainer_runtime.tracking.shipping import ship_unacked
 
     for unsent in status["unsent"]:
         target = unsent["spool_dir"]
         try:
             directory = open_dir(f"{status_dir.rstrip('/')}/trial-{unsent['trial_id']}")
-            unsent["spool_uri"] = upload_spool_dir(unsent["spool_dir"], directory, deadline=5.0)
+            unsent["spool_uri"] = ship_unacked(target, target, directory, deadline=5.0)["spool_uri"]
             target = directory.describe()
         except Exception as exc:  # the local spool is still there; the status says where
             log.error("could not upload trial %s's spool beside the status: %s", unsent["trial_id"], exc)

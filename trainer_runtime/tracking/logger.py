@@ -113,6 +113,11 @@ class Counts:
                 return True
             return False
 
+    def drop(self, reason: str, n: int = 1, name: str | None = None, detail: str = "") -> bool:
+        """``n`` points accepted and rejected at once (never spooled); True the first time ``name`` is."""
+        self.accept(n)
+        return self.reject(reason, n, name=name, detail=detail)
+
     def spooled(self, n: int) -> None:
         with self._lock:
             self.pending += n
@@ -254,8 +259,7 @@ class MetricsLogger:
             self._inbox.append(item)
         else:
             n = len(item[1]) if n is None else n
-            self.counts.accept(n)
-            if self.counts.reject("queue_full", n, name="<queue>",
+            if self.counts.drop("queue_full", n, name="<queue>",
                                   detail="the local queue to the spool was full"):
                 log.warning("the logging queue is full (the spool's disk is stuck?); dropping new "
                             "points instead of blocking training; they are counted")
@@ -379,16 +383,7 @@ class MetricsLogger:
         if metrics:
             self.counts.accept(len(metrics))
             for key, raw, ts, step in metrics:
-                try:
-                    number = to_float(raw)
-                except (TypeError, ValueError):
-                    if self.counts.reject("not_a_number", name=str(key), detail=type(raw).__name__):
-                        log.warning("metric %r dropped: not a number (%s); reported once", key, type(raw).__name__)
-                    continue
-                if not math.isfinite(number):
-                    self.counts.non_finite_seen()
-                out.append({"k": "m", "key": self._renamed(str(key)), "value": number, "ts": int(ts),
-                            "step": int(step or 0)})
+                self._metric_record(str(key), raw, int(ts), int(step or 0), out)
         if params:
             self._param_records(params, out)
         if tags:
@@ -397,17 +392,21 @@ class MetricsLogger:
     def _metric_records(self, values: Mapping[str, Any], step: Any, ts: int, prefix: str, out: list) -> None:
         # ``values`` is already the caller's copy (the callback's dict(logs)) or its own mapping
         self.counts.accept(len(values))
+        step = int(step)
         for name, raw in values.items():
-            name = prefix + str(name)
-            try:
-                number = to_float(raw)
-            except (TypeError, ValueError):
-                if self.counts.reject("not_a_number", name=str(name), detail=type(raw).__name__):
-                    log.warning("metric %r dropped: not a number (%s); reported once", name, type(raw).__name__)
-                continue
-            if not math.isfinite(number):
-                self.counts.non_finite_seen()
-            out.append({"k": "m", "key": self._renamed(str(name)), "value": number, "ts": ts, "step": int(step)})
+            self._metric_record(prefix + str(name), raw, ts, step, out)
+
+    def _metric_record(self, name: str, raw: Any, ts: int, step: int, out: list) -> None:
+        """One accepted point as a spool record, or counted as not a number."""
+        try:
+            number = to_float(raw)
+        except (TypeError, ValueError):
+            if self.counts.reject("not_a_number", name=name, detail=type(raw).__name__):
+                log.warning("metric %r dropped: not a number (%s); reported once", name, type(raw).__name__)
+            return
+        if not math.isfinite(number):
+            self.counts.non_finite_seen()
+        out.append({"k": "m", "key": self._renamed(name), "value": number, "ts": ts, "step": step})
 
     def _param_records(self, params: Mapping[str, Any], out: list) -> None:
         self.counts.accept(len(params))

@@ -213,13 +213,11 @@ def _repository_upload(artifact_uri: str, path: str, content: bytes) -> None:
     import os
     import tempfile
 
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
     with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, posixpath.basename(path))
+        local = os.path.join(tmp, "content")
         with open(local, "wb") as fh:
             fh.write(content)
-        get_artifact_repository(artifact_uri).log_artifact(local, posixpath.dirname(path) or None)
+        _repository_upload_file(artifact_uri, path, local)
 
 
 def _repository_upload_file(artifact_uri: str, path: str, local_path: str) -> None:

@@ -108,9 +108,8 @@ class CallbackCore:
                 for key in taken:  # user code (autolog) logged it at this step first
                     del values[key]
                 if taken:
-                    self.logger.counts.accept(len(taken))
-                    self.logger.counts.reject("duplicate_metric", len(taken), name=taken[0],
-                                              detail="user code logged it through MLflow first")
+                    self.logger.counts.drop("duplicate_metric", len(taken), name=taken[0],
+                                            detail="user code logged it through MLflow first")
             for key in values:
                 self._mine[key] = step
             self.logger.log_metrics(values, step)

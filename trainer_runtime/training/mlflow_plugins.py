@@ -22,7 +22,7 @@ import logging
 import os
 from typing import Any
 
-from mlflow.entities import Run, RunData, RunInfo, RunStatus, RunTag
+from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunStatus, RunTag
 from mlflow.entities.lifecycle_stage import LifecycleStage
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repo import ArtifactRepository
@@ -95,22 +95,22 @@ class RoutedStore(RestStore):
     # --- the tracked run: queued on the logger, never waiting ------------------------------------
     def log_metric(self, run_id, metric):
         if run_id != self.run_id:
-            return self._other("log_metric", super().log_metric, run_id, metric)
+            return super().log_metric(run_id, metric)
         self._metrics(((metric.key, metric.value, metric.timestamp, metric.step),))
 
     def log_param(self, run_id, param):
         if run_id != self.run_id:
-            return self._other("log_param", super().log_param, run_id, param)
+            return super().log_param(run_id, param)
         self._keep(params={param.key: param.value})
 
     def set_tag(self, run_id, tag):
         if run_id != self.run_id:
-            return self._other("set_tag", super().set_tag, run_id, tag)
+            return super().set_tag(run_id, tag)
         self._keep(tags={tag.key: tag.value})
 
     def log_batch(self, run_id, metrics, params, tags):
         if run_id != self.run_id:
-            return self._other("log_batch", super().log_batch, run_id, metrics, params, tags)
+            return super().log_batch(run_id, metrics, params, tags)
         points = [(m.key, m.value, m.timestamp, m.step) for m in metrics]
         self._metrics(points, {p.key: p.value for p in params}, {t.key: t.value for t in tags})
 
@@ -126,7 +126,7 @@ class RoutedStore(RestStore):
 
     def log_inputs(self, run_id, datasets=None, models=None):
         if run_id != self.run_id or models:
-            return self._other("log_inputs", super().log_inputs, run_id, datasets, models)
+            return super().log_inputs(run_id, datasets, models)
         from google.protobuf.json_format import MessageToDict
 
         if datasets:
@@ -135,8 +135,7 @@ class RoutedStore(RestStore):
 
     def update_run_info(self, run_id, run_status, end_time, run_name):
         if run_id != self.run_id:
-            return self._other("update_run_info", super().update_run_info, run_id, run_status, end_time,
-                               run_name)
+            return super().update_run_info(run_id, run_status, end_time, run_name)
         if run_status is not None and RunStatus.to_string(run_status) != "RUNNING" and not self.route.ending:
             log.info("%s from your code left to the runtime: it ends run %s with the training's outcome",
                      RunStatus.to_string(run_status), run_id)
@@ -147,31 +146,27 @@ class RoutedStore(RestStore):
 
     def get_run(self, run_id):
         if run_id != self.run_id:
-            return self._other("get_run", super().get_run, run_id)
+            return super().get_run(run_id)
         route = self.route
         with route.lock:
-            data = RunData(metrics=[_metric(k, *point) for k, point in route.latest.items()],
-                           params=[_param(k, v) for k, v in route.params.items()],
+            data = RunData(metrics=[Metric(k, *point) for k, point in route.latest.items()],
+                           params=[Param(k, v) for k, v in route.params.items()],
                            tags=[RunTag(k, v) for k, v in route.tags.items()])
         return Run(self._info(), data)
 
     # --- logged models: their files go through the spool too ------------------------------------
     def create_logged_model(self, *args, **kwargs):
-        return self._routed_model(self._other("create_logged_model", super().create_logged_model, *args, **kwargs))
+        return self._routed_model(super().create_logged_model(*args, **kwargs))
 
     def get_logged_model(self, *args, **kwargs):
-        return self._routed_model(self._other("get_logged_model", super().get_logged_model, *args, **kwargs))
+        return self._routed_model(super().get_logged_model(*args, **kwargs))
 
     def finalize_logged_model(self, *args, **kwargs):
-        return self._routed_model(self._other("finalize_logged_model", super().finalize_logged_model,
-                                              *args, **kwargs))
+        return self._routed_model(super().finalize_logged_model(*args, **kwargs))
 
     # --- everything else: MLflow's client, bounded ------------------------------------------------
     def _call_endpoint(self, *args, **kwargs):
         return _bounded(self.route, "MLflow call", lambda: super(RoutedStore, self)._call_endpoint(*args, **kwargs))
-
-    def _other(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
-        return call(*args, **kwargs)  # RestStore's methods end in _call_endpoint, which is bounded
 
     def _routed_model(self, model: Any) -> Any:
         token = f"model-{model.model_id}"
@@ -213,23 +208,9 @@ class RoutedStore(RestStore):
 
 
 def _duplicates(route: routing.Route, n: int, key: str) -> None:
-    counts = route.logger.counts
-    counts.accept(n)
-    if counts.reject("duplicate_metric", n, name=key, detail="the runtime's Keras callback logged it"):
+    if route.logger.counts.drop("duplicate_metric", n, name=key, detail="the runtime's Keras callback logged it"):
         log.info("%r at a step the runtime's callback already logged is dropped (one point per key and "
                  "step; counted as rejected.duplicate_metric)", key)
-
-
-def _metric(key, value, ts, step):
-    from mlflow.entities import Metric
-
-    return Metric(key, value, ts, step)
-
-
-def _param(key, value):
-    from mlflow.entities import Param
-
-    return Param(key, value)
 
 
 class SpoolArtifactRepository(ArtifactRepository):

@@ -77,11 +77,8 @@ class Route:
         for ``<real_root>/<path>/<its name>``. A file over the limit is counted and not copied."""
         name = os.path.basename(local_file)
         size = os.path.getsize(local_file)
-        counts = self.logger.counts
         if size > self.artifact_max_bytes:
-            counts.accept(1)
-            counts.reject("artifact_too_large", name=name,
-                          detail=f"{size} bytes > artifact_max_mb ({self.artifact_max_bytes} bytes)")
+            self.logger.counts.drop("artifact_too_large", name=name, detail=f"{size} bytes > artifact_max_mb ({self.artifact_max_bytes} bytes)")
             log.warning("artifact %s not logged: %d bytes is over artifact_max_mb (%d bytes); raise "
                         "TRAINER_RUNTIME_ARTIFACT_MAX_MB or upload it yourself", local_file, size,
                         self.artifact_max_bytes)
