@@ -157,7 +157,8 @@ def _mlflow(config, uri, fit, callbacks, base, workdir, marks):
 
 def _runtime(config, uri, fit, callbacks, base, workdir, marks):
     from trainer_runtime.core.config import load_config
-    from trainer_runtime.run.session import Deps, run_tracked
+    from trainer_runtime.run.deps import Deps
+    from trainer_runtime.run.session import run_tracked
     from trainer_runtime.training.wrap import train_with_callback
 
     status_dir = workdir / "status" / f"{config.name}-{time.time_ns()}"

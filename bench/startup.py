@@ -113,7 +113,8 @@ def startup_in_worker(task: dict[str, Any], workdir: Path, channel: Any) -> dict
     data = dataset(workload)
     started = time.perf_counter()
     from trainer_runtime.core.config import load_config
-    from trainer_runtime.run.session import Deps, run_tracked
+    from trainer_runtime.run.deps import Deps
+    from trainer_runtime.run.session import run_tracked
     from trainer_runtime.training.wrap import train_with_callback
     import_s = time.perf_counter() - started
     hooks = HookTimer()

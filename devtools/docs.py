@@ -1,8 +1,8 @@
 """Generate the reference tables in the docs from the code, so the two cannot drift.
 
 `make docs` rewrites the parts between the markers: the config table in
-docs/configuration.md (from config.FIELDS), the exit-code table in README.md
-(from errors.EXIT_CODES) and the README's package layout (from the docstrings of
+docs/configuration.md (from config.FIELDS), the exit-code tables in README.md
+(from errors.EXIT_CODES and command_exits.COMMAND_EXIT_CODES) and the README's package layout (from the docstrings of
 trainer_runtime's packages and modules). A test fails when any is stale.
 """
 from __future__ import annotations
@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 
 from trainer_runtime.core.config import CUSTOM_CONFIG_KEY, FIELDS
+from trainer_runtime.core.command_exits import COMMAND_EXIT_CODES
 from trainer_runtime.core.errors import EXIT_CODES
 
 TABLES = {
     "CONFIG": "docs/configuration.md",
     "EXIT CODES": "README.md",
+    "COMMAND EXIT CODES": "README.md",
     "LAYOUT": "README.md",
 }
 PACKAGE = Path(__file__).resolve().parents[1] / "trainer_runtime"
@@ -40,6 +42,13 @@ def render_config_table() -> str:
 def render_exit_codes() -> str:
     rows = ["| exit code | error class | meaning |", "|---|---|---|"]
     rows += [f"| {code} | `{cls}` | {meaning} |" for code, (cls, meaning) in sorted(EXIT_CODES.items())]
+    return "\n".join(rows)
+
+
+def render_command_exit_codes() -> str:
+    rows = ["| command | exit code | meaning |", "|---|---|---|"]
+    rows += [f"| `{command}` | {code} | {meaning} |" for command, codes in COMMAND_EXIT_CODES.items()
+             for code, meaning in sorted(codes.items())]
     return "\n".join(rows)
 
 
@@ -96,7 +105,8 @@ def import_violations(package: Path = PACKAGE) -> list[str]:
     return found
 
 
-RENDER = {"CONFIG": render_config_table, "EXIT CODES": render_exit_codes, "LAYOUT": render_layout}
+RENDER = {"CONFIG": render_config_table, "EXIT CODES": render_exit_codes,
+          "COMMAND EXIT CODES": render_command_exit_codes, "LAYOUT": render_layout}
 
 
 def update(root: Path) -> list[str]:

@@ -5,7 +5,7 @@ import json
 import time
 from pathlib import Path
 
-from trainer_runtime.run.session import Deps
+from trainer_runtime.run.deps import Deps
 
 
 class FakeClock:

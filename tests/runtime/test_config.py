@@ -92,3 +92,58 @@ def test_mlflow_credentials_are_recorded_only_as_presence():
 def test_custom_config_section_must_be_a_dict():
     with pytest.raises(ConfigError, match="must be a dict"):
         load_config({"MLFLOW_TRACKING_URI": URI}, {"trainer_runtime": "https://x"})
+
+
+def test_runtime_config_and_fields_name_the_same_settings_with_the_same_defaults():
+    from dataclasses import MISSING, fields
+
+    from trainer_runtime.core.config import RuntimeConfig
+
+    derived = {"mlflow_credentials", "sources"}  # computed by load_config, not settings
+    attrs = {f.name: f for f in fields(RuntimeConfig) if f.name not in derived}
+    assert set(attrs) == {f.name for f in FIELDS}
+    required = {name for name, f in attrs.items() if f.default is MISSING}
+    assert required == {"tracking_uri"}  # its FIELDS default, None, is refused by load_config
+    disagree = {f.name: (attrs[f.name].default, f.default) for f in FIELDS
+                if f.name not in required and (attrs[f.name].default != f.default
+                                                or type(attrs[f.name].default) is not type(f.default))}
+    assert not disagree, f"RuntimeConfig default vs FIELDS default: {disagree}"
+
+
+def _table_rows(table: str) -> tuple[list[str], list[list[str]]]:
+    """A markdown table's header cells and its rows' cells (no cell holds a ``|``)."""
+    header, rule, *lines = table.splitlines()
+    assert set(rule) <= set("|-: "), rule
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().removeprefix("|").removesuffix("|").split("|")]
+
+    return cells(header), [cells(line) for line in lines]
+
+
+def test_the_config_table_gives_each_fields_env_var_flag_default_and_meaning():
+    """docs/configuration.md's table (generated; tests/test_docs.py checks it is current) has one row per
+    field, and that row names the field's env var and flag, says its meaning, and shows a default that
+    the field's own parser reads back as the default."""
+    from devtools import docs
+
+    header, rows = _table_rows(docs.render_config_table())
+    column = {name: header.index(name) for name in ("env var", "flag", "default", "meaning")}
+    by_key = {}
+    for cells in rows:
+        assert len(cells) == len(header), cells
+        by_key.setdefault(cells[0].strip("`"), []).append(cells)
+    assert sorted(by_key) == sorted(f.name for f in FIELDS), "one row per field, no other"
+    assert not {key: found for key, found in by_key.items() if len(found) > 1}, "a field with two rows"
+    for f in FIELDS:
+        [cells] = by_key[f.name]
+        assert cells[column["env var"]] == f"`{f.env}`", (f.name, cells)
+        assert cells[column["flag"]] == f"`{f.flag}`", (f.name, cells)
+        assert cells[column["meaning"]] == f.doc, (f.name, cells)
+        shown = cells[column["default"]]
+        if f.default is None:
+            assert shown == "—", (f.name, shown)
+        else:
+            assert shown.startswith("`") and shown.endswith("`"), (f.name, shown)
+            parsed = f.parse(shown.strip("`"))
+            assert parsed == f.default and type(parsed) is type(f.default), (f.name, shown, f.default)

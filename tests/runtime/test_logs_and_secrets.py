@@ -181,8 +181,8 @@ def test_text_locally_with_nothing_set_up(mlflow_server, tmp_path):
     """In a user's own process (LocalDagRunner) with no logging set up, the run's INFO lines still show."""
     done = _absl_process("plain", mlflow_server.url, tmp_path)
     lines = [line for line in done.stderr.splitlines() if " trainer_runtime." in line]
-    assert len([line for line in lines if "INFO trainer_runtime.run.session: MLflow run: http" in line]) == 1, done.stderr
-    assert len([line for line in lines if "INFO trainer_runtime.run.session: status: " in line]) == 1
+    assert len([line for line in lines if "INFO trainer_runtime.run.chief: MLflow run: http" in line]) == 1, done.stderr
+    assert len([line for line in lines if "INFO trainer_runtime.run.chief: status: " in line]) == 1
     assert "beam chatter" not in done.stderr and "beam warning" in done.stderr
     assert not any(line.startswith("{") for line in done.stderr.splitlines())
 

@@ -13,7 +13,8 @@ from tests.runtime.helpers import FakeClock, deps, read_json, timed
 from trainer_runtime.core.config import load_config
 from trainer_runtime.core.errors import (HostHeaderError, TrackingAuthError, TrackingEndpointError,
                                     TrackingUnavailableError)
-from trainer_runtime.run.session import open_tracking, run_tracked
+from trainer_runtime.run.chief import open_tracking
+from trainer_runtime.run.session import run_tracked
 
 
 def _env(uri: str, **extra) -> dict:

@@ -65,11 +65,19 @@ def test_a_stuck_spool_disk_never_blocks_training_and_the_overflow_is_counted(ml
     disk is back the rest lands with the accounting exact."""
     client, run_id = _run(mlflow_server.url)
     logger = new_logger(client, run_id, max_queue=50)
-    disk = threading.Event()
-    append = logger.spool.append
-    logger.spool.append = lambda records: disk.wait(60) and append(records)
+    disk, stuck = threading.Event(), threading.Event()
+    append, held = logger.spool.append, []
+
+    def stuck_append(records):
+        held.append([r.get("step") for r in records])
+        stuck.set()
+        disk.wait(60)
+        return append(records)
+
+    logger.spool.append = stuck_append
     logger.log_metrics({"loss": 0.0}, 0)
-    time.sleep(0.3)  # the writer has taken step 0 and is stuck writing it
+    assert stuck.wait(30), "the writer never took step 0 to the spool"
+    assert held == [[0]], held  # the writer holds step 0 alone: the queue's 50 places are free
     started = time.monotonic()
     for step in range(1, 201):
         logger.log_metrics({"loss": float(step)}, step)

@@ -239,7 +239,8 @@ def test_pending_points_beyond_the_window_wait_on_disk_and_land_in_order(fault_p
     client = _server(fault_proxy.url)
     run_id = client.create_run(client.create_experiment(f"window-{uuid.uuid4().hex[:8]}")).info.run_id
     fault_proxy.control.set(drop=True)
-    logger = new_logger(client, run_id, memory_window=1000)
+    # all 30,000 queued at once, faster than the writer drains them: a queue that holds them all
+    logger = new_logger(client, run_id, memory_window=1000, max_queue=30_000)
     most, stop = [0], threading.Event()
 
     def sample() -> None:

@@ -2,6 +2,8 @@
 replayed task by task as Vertex would run them (tests/harness/vertex_local.py)."""
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import os
 import re
@@ -18,14 +20,54 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGE = "us-central1-docker.pkg.dev/my-project/ml/trainer-runtime:v0.1.0"
 
 
-def snippets() -> list[str]:
-    text = (REPO / "docs" / "user-guide.md").read_text()
+#: the guide's pipelines, as (how the Trainer is wired, where it trains); one test below executes each
+EXECUTOR, FORWARDER = "custom_executor_spec", "default_commands"
+ONE_MACHINE, VERTEX_TRAINING = "single machine", "Vertex AI Training"
+WIRINGS = ((EXECUTOR, ONE_MACHINE), (FORWARDER, ONE_MACHINE), (EXECUTOR, VERTEX_TRAINING), (FORWARDER, VERTEX_TRAINING))
+ENTRYPOINT = 'default_commands=["python", "/opt/trainer-runtime/entrypoint.py"]'
+
+
+def snippets(text: str | None = None) -> list[str]:
+    text = (REPO / "docs" / "user-guide.md").read_text() if text is None else text
     return re.findall(r"```python\n(.*?)```", text, re.S)
 
 
-def compile_snippet(index: int, tmp_path: Path, data: Path, uri: str, monkeypatch) -> tuple[dict, str]:
+def wiring_of(code: str) -> tuple[str, str]:
+    """What a pipeline snippet shows: the image's entrypoint as default_commands, or a tracked
+    executor as custom_executor_spec; a Trainer on one machine, or launching Vertex AI Training."""
+    how = [w for w, marker in ((FORWARDER, ENTRYPOINT), (EXECUTOR, "custom_executor_spec=")) if marker in code]
+    where = VERTEX_TRAINING if "TRAINING_ARGS_KEY" in code else ONE_MACHINE
+    assert len(how) == 1, f"a python block of the guide wires the Trainer {how or 'neither way'}:\n{code[:600]}"
+    return how[0], where
+
+
+def by_wiring(blocks: list[str]) -> dict[tuple[str, str], str]:
+    """The guide's python blocks by wiring: each of WIRINGS exactly once, and no other block (so every
+    block is one a test here executes). Each compiles, and each name it imports from trainer_runtime
+    exists in the package."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for index, code in enumerate(blocks):
+        tree = ast.parse(code, f"user-guide python block {index}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "trainer_runtime":
+                module = importlib.import_module(node.module)
+                missing = [a.name for a in node.names if not hasattr(module, a.name)]
+                assert not missing, f"user-guide python block {index}: {node.module} has no {missing}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] == "trainer_runtime":
+                        importlib.import_module(alias.name)
+        found.setdefault(wiring_of(code), []).append(code)
+    assert sorted(found) == sorted(WIRINGS), f"the guide shows {sorted(found)}; the tests run {sorted(WIRINGS)}"
+    twice = [w for w, codes in found.items() if len(codes) > 1]
+    assert not twice, f"more than one python block wires {twice}: the tests here run one each"
+    return {w: codes[0] for w, codes in found.items()}
+
+
+def compile_snippet(wiring: tuple[str, str], tmp_path: Path, data: Path, uri: str,
+                    monkeypatch) -> tuple[dict, str]:
     experiment = f"guide-{uuid.uuid4().hex[:8]}"
-    code = (snippets()[index]
+    code = (by_wiring(snippets())[wiring]
             .replace("gs://my-bucket/pipeline-root", str(tmp_path / "root"))
             .replace("gs://my-bucket/interactions", str(data))
             .replace("gs://my-bucket/code/model.py", str(REPO / "examples" / "retrieval" / "model.py"))
@@ -34,7 +76,7 @@ def compile_snippet(index: int, tmp_path: Path, data: Path, uri: str, monkeypatc
             .replace('"experiment_name": "recommender"', f'"experiment_name": "{experiment}"')
             .replace('experiment_name="recommender"', f'experiment_name="{experiment}"'))
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, f"user-guide snippet {index}", "exec"), {})
+    exec(compile(code, f"user-guide snippet {wiring}", "exec"), {})
     return load_spec(tmp_path / "recommender.json"), experiment
 
 
@@ -42,9 +84,11 @@ def _env() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRAINER_RUNTIME_"))}
 
 
-def test_guide_has_all_four_snippets():
-    """Two wirings, each for the single-machine Trainer and for Vertex AI Training worker pools."""
-    assert len(snippets()) == 4
+def test_every_python_block_of_the_guide_is_one_the_tests_execute():
+    """Two wirings, each for the single-machine Trainer and for Vertex AI Training worker pools: every
+    python block of the guide is one of them (the tests below execute each), and its trainer_runtime
+    imports name what the package has."""
+    by_wiring(snippets())
 
 
 def _assert_vertex_run(uri: str, experiment: str, trainer_run, epochs=3):
@@ -69,7 +113,7 @@ def trainer_custom_config(spec: dict) -> dict:
 def test_preferred_custom_executor_spec_snippet(mlflow_server, interactions, tmp_path, monkeypatch, caplog):
     from trainer_runtime import __version__
 
-    spec, experiment = compile_snippet(0, tmp_path, interactions, mlflow_server.url, monkeypatch)
+    spec, experiment = compile_snippet((EXECUTOR, ONE_MACHINE), tmp_path, interactions, mlflow_server.url, monkeypatch)
     assert not [r for r in caplog.records if "custom_executor_spec` is deprecated" in r.getMessage()]
     assert trainer_custom_config(spec)["trainer_runtime"]["compiled_with"] == __version__
     executors = spec["deploymentSpec"]["executors"]
@@ -88,7 +132,7 @@ def test_preferred_custom_executor_spec_snippet(mlflow_server, interactions, tmp
 
 
 def test_default_commands_snippet_wraps_only_the_trainer(mlflow_server, interactions, tmp_path, monkeypatch):
-    spec, experiment = compile_snippet(1, tmp_path, interactions, mlflow_server.url, monkeypatch)
+    spec, experiment = compile_snippet((FORWARDER, ONE_MACHINE), tmp_path, interactions, mlflow_server.url, monkeypatch)
     for executor in spec["deploymentSpec"]["executors"].values():
         assert executor["container"]["command"] == ["python", "/opt/trainer-runtime/entrypoint.py"]
         assert executor["container"]["image"] == IMAGE
@@ -153,7 +197,8 @@ def _assert_custom_job(jobs: Path) -> dict:
 def test_vertex_training_snippet_makes_one_run_of_three_replicas(mlflow_server, interactions, tmp_path,
                                                                   monkeypatch):
     """Compiled, then the Trainer task launches its CustomJob (chief + 2 workers) and the replicas run here."""
-    spec, experiment = compile_snippet(2, tmp_path, interactions, mlflow_server.url, monkeypatch)
+    spec, experiment = compile_snippet((EXECUTOR, VERTEX_TRAINING), tmp_path, interactions, mlflow_server.url,
+                                       monkeypatch)
     trainer = spec["deploymentSpec"]["executors"]["Trainer_executor"]["container"]
     assert trainer["image"] == IMAGE and TRACKED_LAUNCHER in trainer["args"]
     assert "kubeflow_v2_run_executor" in " ".join(trainer["command"]), "stock command, no entrypoint needed"
@@ -189,7 +234,7 @@ def test_vertex_training_default_commands_snippet_swaps_the_launcher(mlflow_serv
                                                                       monkeypatch):
     """The forwarder swaps the extension's launcher for the tracked one, which submits the same CustomJob as
     above (recorded, not run: the previous test runs such a job's replicas)."""
-    spec, _ = compile_snippet(3, tmp_path, interactions, mlflow_server.url, monkeypatch)
+    spec, _ = compile_snippet((FORWARDER, VERTEX_TRAINING), tmp_path, interactions, mlflow_server.url, monkeypatch)
     for executor in spec["deploymentSpec"]["executors"].values():
         assert executor["container"]["command"] == ["python", "/opt/trainer-runtime/entrypoint.py"]
     trainer = spec["deploymentSpec"]["executors"]["Trainer_executor"]["container"]

@@ -39,13 +39,8 @@ def test_sigterm_during_training_marks_the_run_killed(mlflow_server, interaction
     proc, executor_input = vertex.start("Trainer", env)
     model_run = executor_input["outputs"]["artifacts"]["model_run"]["artifacts"][0]["uri"]
     status_file = Path(model_run + "-mlflow", "mlflow_status.json")
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        if status_file.exists() and json.loads(status_file.read_text())["stage"] == "training":
-            break
-        time.sleep(0.3)
-    assert proc.poll() is None, proc.communicate()[1][-3000:]
-    time.sleep(1.0)
+    wait_for_stage(proc, status_file, "training", timeout=180)
+    time.sleep(1.0)  # into run_fn_slow; a SIGTERM any time after `training` is handled (handlers come first)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr[-3000:]
@@ -53,3 +48,18 @@ def test_sigterm_during_training_marks_the_run_killed(mlflow_server, interaction
     assert status["stage"] == "killed" and status["error"]["type"] == "Killed"
     _, run = mlflow_run(mlflow_server.url, experiment)
     assert run.info.status == "KILLED"
+
+
+def wait_for_stage(proc, status_file: Path, stage: str, timeout: float) -> None:
+    """Poll the status file (replaced atomically) until it says ``stage``. Fails when the process exits
+    first, or when ``timeout`` passes, saying the stage it saw last."""
+    seen = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if status_file.exists():
+            seen = json.loads(status_file.read_text())["stage"]
+            if seen == stage:
+                return
+        time.sleep(0.3)  # the poll's interval, not a wait for something to happen
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    raise AssertionError(f"{status_file} did not say {stage!r} within {timeout:.0f}s (last: {seen!r})")

@@ -145,7 +145,7 @@ def test_shim_under_default_commands_is_tracked_once(wirings, mlflow_server):
     run = wirings.trainer(preferred=False, run_fn=SHIM, job=job, train_steps=6, eval_steps=1,
                           runtime={"tracking_uri": mlflow_server.url, "run_fn": "examples.retrieval.model.run_fn"})
     assert run.stderr.count("preflight ok") == 1, run.stderr[-3000:]
-    assert run.stderr.count("trainer_runtime.run.session: status: ") == 1 and "already in MLflow run" in run.stderr
+    assert run.stderr.count("trainer_runtime.run.chief: status: ") == 1 and "already in MLflow run" in run.stderr
     assert_shim_run(mlflow_server.url, job, run)
 
 

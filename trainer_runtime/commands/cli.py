@@ -1,7 +1,8 @@
 """The `trainer-runtime` command: `doctor`, `run TARGET`, `status DIR`, `replay DIR`, `--version`.
 
 Parses arguments, sets up logging, and hands over to one
-orchestrator (session.run_tracked, which handles signals); the exit code comes from outcome.decide.
+orchestrator (session.run_session, which handles signals); ``run`` leaves through
+``exits.exit_with`` with the outcome ``outcome.decide`` chose.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from typing import Sequence
 
 from trainer_runtime import __version__
+from trainer_runtime.core.command_exits import COMMAND_EXIT_CODES, NOT_FOUND
 from trainer_runtime.core.config import FIELDS, load_config
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                            help=f"{f.doc} [env {f.env}]")
 
 
+def _exit_codes(command: str) -> str:
+    return "exit codes: " + "; ".join(f"{code} {meaning}" for code, meaning
+                                      in sorted(COMMAND_EXIT_CODES[command].items()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainer-runtime",
                                      description="TFX trainer runtime with validated MLflow tracking.")
@@ -32,13 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="run every preflight check without training")
     _add_config_flags(doctor)
     status = sub.add_parser("status", help="print a run's status files for a person; say when it is stale",
-                            description="exit codes: 0 completed, 1 failed or killed, 3 stale (no heartbeat "
-                                        "for 2 x its interval), 4 no status found, 5 still running or "
-                                        "cannot tell")
+                            description=_exit_codes("status"))
     status.add_argument("target", help="the status dir (local or gs://bucket/prefix), or a TFX model_run dir")
     replay = sub.add_parser("replay", help="send what a degraded run left in its spool, and close the run",
-                            description="exit codes: 0 everything (and the run's end) is on the server, "
-                                        "1 still pending (server unreachable), 4 no spool found")
+                            description=_exit_codes("replay"))
     replay.add_argument("target", help="the status dir (local or gs://bucket/prefix) with mlflow_spool.jsonl, "
                                        "or a local spool dir")
     replay.add_argument("--timeout", type=float, default=300.0, help="seconds to keep trying (default 300)")
@@ -84,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return replay(args.target, os.environ, sys.stdout, timeout=args.timeout)
         except FileNotFoundError as exc:
             print(f"replay: {exc}", file=sys.stderr)
-            return 4
+            return NOT_FOUND
         except RuntimeFailure as exc:
             print(f"replay: {exc}", file=sys.stderr)
             return exc.exit_code
@@ -96,12 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trainer_runtime.commands.doctor import run_doctor
 
         return run_doctor(lambda: doctor_config(load_config(os.environ, None, flags)), sys.stdout)
-    from trainer_runtime.run.signals import exit_within
     from trainer_runtime.commands.standalone import run_standalone
+    from trainer_runtime.run.exits import TEARDOWN, exit_with
 
-    code = run_standalone(args.target, args.args, flags)
-    exit_within(code)  # this process ends with the run: its teardown may not outlast the close by much
-    return code
+    # this process ends with the run: its teardown may not outlast the close by much
+    exit_with(run_standalone(args.target, args.args, flags), teardown=TEARDOWN)
 
 
 if __name__ == "__main__":

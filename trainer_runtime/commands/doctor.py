@@ -14,7 +14,8 @@ from typing import Callable, TextIO
 from trainer_runtime.core.config import FIELDS, RuntimeConfig
 from trainer_runtime.core.errors import ConfigError, RuntimeFailure
 from trainer_runtime.core.redact import redact
-from trainer_runtime.run.session import DEFAULT_EXPERIMENT, Deps, default_status_dir, server_checker
+from trainer_runtime.run.chief import DEFAULT_EXPERIMENT, server_checker
+from trainer_runtime.run.deps import Deps, default_status_dir
 from trainer_runtime.tracking import auth
 
 OK, FAIL, SKIP = "✓", "✗", "-"

@@ -17,21 +17,20 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Mapping, TextIO
 
+from trainer_runtime.core import envvars
+from trainer_runtime.core.command_exits import COMPLETED, PENDING
 from trainer_runtime.core.config import load_config
 from trainer_runtime.core.errors import ConfigError
 from trainer_runtime.core.retry import Deadline
+from trainer_runtime.run import outcome
 from trainer_runtime.status.reporter import STATUS_FILE
 from trainer_runtime.status.storage import TextDir, open_dir
 from trainer_runtime.tracking import auth
-from trainer_runtime.tracking.logger import MetricsLogger
-from trainer_runtime.tracking.rest import MlflowRest
+from trainer_runtime.tracking.runs import build_logger
 from trainer_runtime.tracking.shipping import UPLOADED_ACKED, UPLOADED_SPOOL, artifact_name
 from trainer_runtime.tracking.spool import ACKED_FILE, SPOOL_FILE, Spool, parse
 
 log = logging.getLogger(__name__)
-
-#: the MLflow status a run gets when its spool holds no end (the trainer died without a close).
-_BY_STAGE = {"completed": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 
 
 @dataclass
@@ -84,8 +83,8 @@ def replay(target: str, env: Mapping[str, str], out: TextIO, timeout: float = 30
     if not pending and closed:
         print(f"nothing to replay: every record of run {run_id} is on the server "
               f"(acknowledged through #{content.acked})", file=out)
-        return 0
-    config = load_config({**env, "MLFLOW_TRACKING_URI": env.get("MLFLOW_TRACKING_URI")
+        return COMPLETED
+    config = load_config({**env, envvars.MLFLOW_TRACKING_URI: env.get(envvars.MLFLOW_TRACKING_URI)
                           or content.header["tracking_uri"]})
     _activate_auth(config, env)
     try:
@@ -97,8 +96,7 @@ def replay(target: str, env: Mapping[str, str], out: TextIO, timeout: float = 30
             spool = Spool(work, content.header)
             _fetch_artifacts(found, pending, work)
             end = None if closed else _end_status(found.status)
-            logger = MetricsLogger(MlflowRest(config.tracking_uri), run_id, spool,
-                                   send_timeout=config.send_timeout).start()
+            logger = build_logger(config, run_id, spool).start()
             report = logger.close(Deadline(timeout), end_status=end)
             spool.close()
             found.directory.write_file(found.acked_name, os.path.join(work, ACKED_FILE))
@@ -110,10 +108,10 @@ def replay(target: str, env: Mapping[str, str], out: TextIO, timeout: float = 30
     if report.pending == 0 and report.run_closed:
         print(f"replayed {sent} of {points} pending points to run {run_id} on "
               f"{content.header['tracking_uri']}; the run is closed", file=out)
-        return 0
+        return COMPLETED
     print(f"replay incomplete: {report.pending} points{'' if report.run_closed else ' and the run end'} "
           f"still pending after {timeout:.0f}s (is the server up?); run it again", file=out)
-    return 1
+    return PENDING
 
 
 def _fetch_artifacts(found: Located, pending: list[dict[str, Any]], work: str) -> None:
@@ -133,12 +131,14 @@ def _fetch_artifacts(found: Located, pending: list[dict[str, Any]], work: str) -
 
 
 def _end_status(status: dict[str, Any] | None) -> str:
+    """The MLflow status a run gets when its spool holds no end: its status's terminal stage, else
+    killed (the trainer died without a close)."""
     stage = (status or {}).get("stage")
-    if stage in _BY_STAGE:
-        return _BY_STAGE[stage]
-    log.warning("the spool holds no end and the status says %r: the trainer died without closing; "
-                "the run is marked KILLED", stage)
-    return "KILLED"
+    if stage not in outcome.MLFLOW_STATUS:
+        log.warning("the spool holds no end and the status says %r: the trainer died without closing; "
+                    "the run is marked %s", stage, outcome.mlflow_status("killed"))
+        stage = "killed"
+    return outcome.mlflow_status(stage)
 
 
 def _activate_auth(config: Any, env: Mapping[str, str]) -> None:

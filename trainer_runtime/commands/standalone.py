@@ -6,16 +6,16 @@ from typing import Sequence
 
 from trainer_runtime.core import envvars
 from trainer_runtime.core.config import load_config
-from trainer_runtime.core.errors import RuntimeFailure
-from trainer_runtime.run.outcome import decide
-from trainer_runtime.run.session import Deps, default_status_dir, run_tracked
+from trainer_runtime.run.deps import Deps, default_status_dir
+from trainer_runtime.run.outcome import Outcome
+from trainer_runtime.run.session import run_session
 from trainer_runtime.tracking.runs import TrackingContext
 from trainer_runtime.training.user_code import load_function
 from trainer_runtime.training.wrap import train_with_callback
 
 
-def run_standalone(target: str, fn_args: Sequence[str], flags: dict, deps: Deps | None = None) -> int:
-    """Returns the process exit code (0 on success); see the README's exit-code table."""
+def run_standalone(target: str, fn_args: Sequence[str], flags: dict, deps: Deps | None = None) -> Outcome:
+    """How the run ended (its ``exit_code``: see the README's exit-code table)."""
     args = list(fn_args)
     if args[:1] == ["--"]:
         args = args[1:]
@@ -31,16 +31,12 @@ def run_standalone(target: str, fn_args: Sequence[str], flags: dict, deps: Deps 
         sys.argv = [target, *args]
         return train_with_callback(ctx, fn, every_n_steps=ctx.log_every_n_steps)
 
-    try:
-        run_tracked(load, train, status_dir=fallback_status_dir,
-                    tags={"trainer_runtime.path": "standalone", "trainer_runtime.target": target,
-                          **vertex_job_tags(deps.env)}, deps=deps)
-    except (RuntimeFailure, KeyboardInterrupt, SystemExit, Exception) as exc:
-        return decide(exc).exit_code
-    return 0
+    return run_session(load, train, status_dir=fallback_status_dir,
+                       tags={"trainer_runtime.path": "standalone", "trainer_runtime.target": target,
+                             **vertex_job_tags(deps.env)}, deps=deps).outcome
 
 
 def vertex_job_tags(env) -> dict[str, str]:
     """Vertex custom-job ids, when the job's environment carries them."""
-    return {tag: env[name] for name, tag in (("CLOUD_ML_JOB_ID", "vertex.custom_job_id"),
-                                              ("CLOUD_ML_PROJECT_ID", "vertex.project")) if env.get(name)}
+    return {tag: env[name] for name, tag in ((envvars.CLOUD_ML_JOB_ID, "vertex.custom_job_id"),
+                                              (envvars.CLOUD_ML_PROJECT_ID, "vertex.project")) if env.get(name)}

@@ -200,42 +200,59 @@ FORBIDDEN_KEYS = {
 }
 
 
+#: settings a RuntimeConfig cannot be without (``load_config`` refuses their FIELDS default)
+_REQUIRED = ("tracking_uri",)
+
+
+def _defaults_from_fields(cls: type) -> type:
+    """Give each setting of ``cls`` the default ``FIELDS`` declares, before ``dataclass`` reads them."""
+    for f in FIELDS:
+        if f.name in vars(cls):
+            raise TypeError(f"{cls.__name__}.{f.name} restates a default; FIELDS declares it")
+        if f.name not in _REQUIRED:
+            setattr(cls, f.name, f.default)
+    return cls
+
+
 @dataclass(frozen=True)
+@_defaults_from_fields
 class RuntimeConfig:
+    """Every setting of ``FIELDS``, typed; their defaults are the ones ``FIELDS`` declares."""
+
     tracking_uri: str
-    experiment_name: str | None = None
-    run_id: str | None = None
-    run_key: str | None = None
-    run_name: str | None = None
-    auth: str = "auto"
-    audience: str | None = None
-    preflight_timeout: float = 300.0
-    request_timeout: float = 30.0
-    status_dir: str | None = None
-    log_every_n_steps: int = 0
-    log_format: str = "auto"
-    beam_log_level: str = "warning"
-    queue_size: int = 10_000
-    flush_timeout: float = 60.0
-    sigterm_grace: float = 25.0
-    send_timeout: float = 10.0
-    heartbeat_interval: float = 30.0
-    spool_dir: str | None = None
-    spool_memory_mb: float = 64.0
-    spool_ship_interval: float = 60.0
-    artifact_max_mb: float = 2048.0
-    route_mlflow: bool = True
-    record_model: bool = True
-    register_model_name: str | None = None
-    model_record_timeout: float = 30.0
-    log_datasets: bool = True
-    system_metrics_interval: float = 10.0
-    link_tags: bool = True
-    image_digest: str | None = None
-    run_fn: str | None = None
-    image_version: str | None = None
-    compiled_with: str | None = None
-    track_trials: bool = True
+    experiment_name: str | None
+    run_id: str | None
+    run_key: str | None
+    run_name: str | None
+    auth: str
+    audience: str | None
+    preflight_timeout: float
+    request_timeout: float
+    status_dir: str | None
+    log_every_n_steps: int
+    log_format: str
+    beam_log_level: str
+    queue_size: int
+    flush_timeout: float
+    sigterm_grace: float
+    send_timeout: float
+    heartbeat_interval: float
+    spool_dir: str | None
+    spool_memory_mb: float
+    spool_ship_interval: float
+    artifact_max_mb: float
+    route_mlflow: bool
+    record_model: bool
+    register_model_name: str | None
+    model_record_timeout: float
+    log_datasets: bool
+    system_metrics_interval: float
+    link_tags: bool
+    image_digest: str | None
+    run_fn: str | None
+    image_version: str | None
+    compiled_with: str | None
+    track_trials: bool
     #: "token" or "basic" when MLflow's own credentials are in the environment.
     mlflow_credentials: str | None = None
     #: field name -> where its value came from ("flag --x", "custom_config", "env X", "default").

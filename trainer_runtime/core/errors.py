@@ -14,7 +14,7 @@ class RuntimeFailure(Exception):
 
     exit_code = 70
     fault = "platform"
-    retryable = False
+    retryable = False  # True: a later try may succeed (the preflight's retries read it)
 
     def __init__(self, message: str, *, hint: str = "") -> None:
         super().__init__(message)

@@ -16,6 +16,8 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from trainer_runtime.core import envvars
+
 MASK = "***"
 
 # Key names are judged word by word (split on _ - . and camelCase), so that
@@ -66,7 +68,7 @@ def register_secret(value: str | None) -> None:
 
 def register_env_secrets(env) -> None:
     """Mask MLflow's own credentials, which MLflow reads from the environment."""
-    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD"):
+    for name in (envvars.MLFLOW_TRACKING_TOKEN, envvars.MLFLOW_TRACKING_PASSWORD):
         register_secret(env.get(name))
 
 

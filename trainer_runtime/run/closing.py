@@ -38,6 +38,7 @@ def close_run(ctx: TrackingContext | None, reporter: StatusReporter | None, deci
         ctx.extra_status["system_metrics"] = ctx.system_metrics.stop(min(1.0, budget.remaining() / 10))
     fields: dict[str, Any] = {"exit_code": decided.exit_code}
     if ctx is not None:
+        ctx.start_logger()  # a run that ended before training started: its end goes through the logger too
         fields.update(ctx.extra_status)
         fields["logging"] = ctx.logger.counts.as_dict()
         fields["tracking"] = {"state": "closing", "spool_dir": ctx.logger.spool.directory}

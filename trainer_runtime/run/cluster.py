@@ -19,10 +19,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from trainer_runtime.core.envvars import CLUSTER_SPEC, TF_CONFIG
+
 log = logging.getLogger(__name__)
 
-TF_CONFIG = "TF_CONFIG"
-CLUSTER_SPEC = "CLUSTER_SPEC"
 
 #: Vertex worker pools, in order, and the TF_CONFIG task type each one is.
 VERTEX_POOLS = {"workerpool0": "chief", "workerpool1": "worker", "workerpool2": "ps", "workerpool3": "evaluator"}

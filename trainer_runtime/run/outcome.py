@@ -10,13 +10,25 @@ from trainer_runtime.core.redact import redact
 
 TRACEBACK_LINES = 30
 
+#: a run's terminal stage -> its MLflow run status; the only mapping between the two.
+MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+
+
+def mlflow_status(stage: str) -> str:
+    """The MLflow status of a run that ended in ``stage`` (completed, failed, killed)."""
+    return MLFLOW_STATUS[stage]
+
 
 @dataclass(frozen=True)
 class Outcome:
     stage: str              # completed | failed | killed
-    mlflow_status: str      # FINISHED | FAILED | KILLED
     exit_code: int
     error: dict[str, Any] | None = None
+
+    @property
+    def mlflow_status(self) -> str:
+        """FINISHED | FAILED | KILLED, from the stage."""
+        return mlflow_status(self.stage)
 
 
 def _traceback_tail(exc: BaseException) -> str:
@@ -42,19 +54,35 @@ def error_record(exc: BaseException) -> dict[str, Any]:
 def decide(exc: BaseException | None) -> Outcome:
     """Map how the run ended to its outcome. ``None`` means it returned normally."""
     if exc is None:
-        return Outcome("completed", "FINISHED", 0)
+        return Outcome("completed", 0)
     if isinstance(exc, KeyboardInterrupt):
         exc = Killed(2)
     if isinstance(exc, Killed):
-        return Outcome("killed", "KILLED", exc.exit_code, error_record(exc))
+        return Outcome("killed", exc.exit_code, error_record(exc))
     if isinstance(exc, SystemExit):
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code == 0:
-            return Outcome("completed", "FINISHED", 0)
+            return Outcome("completed", 0)
         failure = UserCodeError(f"the training code called sys.exit({exc.code!r})",
                                 hint="see the job's log above for why it exited")
         record = error_record(failure)
         record["exit_code"] = code
-        return Outcome("failed", "FAILED", code, record)
+        return Outcome("failed", code, record)
     record = error_record(exc)
-    return Outcome("failed", "FAILED", record["exit_code"], record)
+    return Outcome("failed", record["exit_code"], record)
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a run ended, as ``session.run_session`` decided and recorded it: the outcome, and what
+    the training returned or what ended it (re-raised unchanged by ``unwrap``)."""
+
+    outcome: Outcome
+    result: Any = None
+    error: BaseException | None = None
+
+    def unwrap(self) -> Any:
+        """The training's result, or whatever ended the run, raised as it was."""
+        if self.error is not None:
+            raise self.error
+        return self.result

@@ -1,11 +1,11 @@
 """Replicas of a distributed training: one run, tracked by the chief; the others only say how they ended.
 
-``session.run_tracked`` asks ``cluster.current`` which replica this process is.
-The chief goes through the whole session (preflight, run, callback, status),
-with the cluster's shape as tags and, when its training fails or is stopped,
-the endings the other replicas recorded. Every other replica comes here: no
-preflight, no MLflow run, no callback, nothing written to the chief's status;
-its own ending (stage, exit code, error) goes to ``mlflow_status.<type>-<index>.json``
+``session.run_session`` asks ``cluster.current`` which replica this process is and runs
+every replica through the same lifecycle (signals, decision, close, exit). The chief's part
+(``chief.Chief``) opens the run, with the cluster's shape as tags and, when its training fails
+or is stopped, the endings the other replicas recorded. Every other replica's part is here
+(``ReplicaPart``): no preflight, no MLflow run, no callback, nothing written to the chief's
+status; its own ending (stage, exit code, error) goes to ``mlflow_status.<type>-<index>.json``
 beside the chief's, so a worker's crash is visible where the chief's status is.
 """
 from __future__ import annotations
@@ -59,47 +59,48 @@ class ReplicaContext:
         return 0
 
 
-def run_untracked(replica: Replica, load_config: Callable[[], RuntimeConfig], train: Callable[[Any], Any], *,
-                  status_dir: str, deps: Any) -> Any:
-    """Run ``train(ReplicaContext)`` on a replica that is not the chief; record only how it ended.
-
-    The outcome is decided as the chief's is (``outcome.decide``), and a
-    SIGTERM/SIGINT ends it as ``killed``; whatever ended it propagates unchanged.
-    A status write that fails is logged and never fails the replica.
+class ReplicaPart:
+    """A replica's part of ``session.run_session``, beside ``chief.Chief``: no preflight, no run,
+    no callback; its status file says it is training and then how it ended.
 
     Args:
         status_dir: where the chief's status goes unless the config says otherwise.
-        deps: the session's ``Deps`` (environment, clock, ``open_dir``).
     """
-    reporter: StatusReporter | None = None
-    with signals.handled(deps.clock) as sig:
-        try:
-            config = load_config()
-            destination = config.status_dir or status_dir
-            reporter = StatusReporter(deps.open_dir(destination), config.tracking_uri,
-                                      status_file=replica.status_file())
-            log.info("replica %s of a %s cluster: the chief tracks the run; this replica's ending goes to %s/%s",
-                     replica.name, _shape(replica), reporter.directory.describe(), replica.status_file())
-            reporter.stage("training", **replica.describe())
-            result = train(ReplicaContext(config, replica))
-        except BaseException as exc:
-            sig.closing()
-            decided = outcome.decide(exc)
-            log.error("replica %s %s: %s", replica.name, decided.stage, exc)
-            if reporter is None:
-                reporter = _fallback(deps.open_dir, status_dir, replica)
-            if reporter is not None:
-                reporter.finish(decided.stage, decided.error, deadline=FINAL_WRITE, exit_code=decided.exit_code,
-                                **replica.describe())
-            raise
-        sig.closing()
-        reporter.finish("completed", None, deadline=FINAL_WRITE, exit_code=0)
-        return result
+
+    def __init__(self, role: Replica, deps: Any, status_dir: str) -> None:
+        self.role, self.deps, self.status_dir = role, deps, status_dir
+
+    def reporter(self, config: RuntimeConfig) -> StatusReporter:
+        reporter = StatusReporter(self.deps.open_dir(config.status_dir or self.status_dir), config.tracking_uri,
+                                  status_file=self.role.status_file())
+        log.info("replica %s of a %s cluster: the chief tracks the run; this replica's ending goes to %s/%s",
+                 self.role.name, _shape(self.role), reporter.directory.describe(), self.role.status_file())
+        return reporter
+
+    def open(self, config: RuntimeConfig, reporter: StatusReporter) -> ReplicaContext:
+        reporter.stage("training", **self.role.describe())
+        return ReplicaContext(config, self.role)
+
+    def training(self, train: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        return train
+
+    def fallback(self, exc: BaseException) -> StatusReporter | None:
+        return open_reporter(self.deps.open_dir, self.status_dir, self.role.status_file())
+
+    def close(self, reporter: StatusReporter | None, decided: outcome.Outcome, budget: signals.CloseBudget) -> None:
+        """The replica's ending, retried for up to ``FINAL_WRITE`` s within the close budget; a write
+        that fails is logged and never fails the replica."""
+        if reporter is not None:
+            reporter.finish(decided.stage, decided.error, deadline=max(1.0, min(FINAL_WRITE, budget.remaining())),
+                            exit_code=decided.exit_code, **self.role.describe())
 
 
-def _fallback(open_dir: Callable[[str], TextDir], status_dir: str, replica: Replica) -> StatusReporter | None:
+def open_reporter(open_dir: Callable[[str], TextDir], status_dir: str,
+                  status_file: str = STATUS_FILE) -> StatusReporter | None:
+    """A reporter for a failure recorded where the config could not say (logged, None, when even
+    that destination cannot be opened)."""
     try:
-        return StatusReporter(open_dir(status_dir), status_file=replica.status_file())
+        return StatusReporter(open_dir(status_dir), status_file=status_file)
     except Exception:
         log.exception("cannot open the status destination %s", status_dir)
         return None

@@ -1,6 +1,6 @@
 """Preemption on every wiring: SIGTERM and SIGINT become ``Killed`` in the main thread.
 
-``session.run_tracked`` installs the handlers for the length of a run, whichever
+``session.run_session`` installs the handlers for the length of a run, whichever
 wiring called it (TrackedExecutor, the run_fn shim, standalone, the Vertex
 forwarder), and restores the previous ones afterwards. Vertex sends SIGTERM and
 kills the task about 30 s later, so the first signal starts the grace budget
@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
-import sys
 import threading
 import time
 from typing import Callable, Iterator
@@ -110,36 +108,3 @@ class _Reserved:
 
     def remaining(self) -> float:
         return max(0.0, self._budget.remaining() - self._seconds)
-
-
-def exit_now(code: int) -> None:
-    """End the process with ``code`` now: flush the logs and stdio, skip the interpreter's teardown.
-
-    Used once a signalled run is closed. Measured under the fault suite: TF, Beam and TFX's
-    launcher then took 5-15 s more to exit on a loaded 2-core machine, past the grace."""
-    log.info("exiting with %s; the run and its status are closed", code)
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # a closed or broken stream must not keep the process alive
-            pass
-    os._exit(code)
-
-
-#: seconds the interpreter's teardown may take once a standalone run is closed and decided
-EXIT_WITHIN = 0.5
-
-
-def exit_within(code: int, seconds: float = EXIT_WITHIN) -> None:
-    """Let the process end normally (atexit handlers, buffered output), but no later than ``seconds``
-    from now: a watchdog then calls :func:`exit_now` with the same ``code``. Only for a process that
-    ends with this run (the standalone command), never inside a caller's process.
-
-    Measured under the fault suite: after a closed run, TF's and MLflow's teardown took 6-8 s, and a
-    hanging one longer; the run's outcome and status were final long before."""
-    import threading
-
-    watchdog = threading.Timer(seconds, exit_now, args=(code,))
-    watchdog.daemon = True
-    watchdog.start()

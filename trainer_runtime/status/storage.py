@@ -25,6 +25,7 @@ import tempfile
 import time
 from typing import Any, Callable, Protocol
 
+from trainer_runtime.core import envvars
 from trainer_runtime.core.errors import StatusWriteError
 
 log = logging.getLogger(__name__)
@@ -250,7 +251,7 @@ def _content_type(name: str) -> str:
 def _default_client() -> Any:
     from google.cloud import storage
 
-    return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT"))
+    return storage.Client(project=os.environ.get(envvars.GOOGLE_CLOUD_PROJECT))
 
 
 def open_dir(destination: str) -> TextDir:

@@ -12,15 +12,16 @@ import datetime as dt
 import json
 from typing import Any, Callable, TextIO
 
+from trainer_runtime.core import command_exits
 from trainer_runtime.core.redact import redact
 from trainer_runtime.status.reporter import INFO_FILE, STATUS_FILE, TERMINAL
 
-#: exit codes of `trainer-runtime status`
-EXIT_COMPLETED = 0
-EXIT_FAILED = 1          # failed or killed
-EXIT_STALE = 3           # not finished, and no heartbeat for more than 2 x its interval
-EXIT_NO_STATUS = 4       # no readable status where we looked
-EXIT_RUNNING = 5         # not finished and fresh, or no heartbeat to tell
+#: exit codes of `trainer-runtime status` (numbers no run exits with: ``core.command_exits``)
+EXIT_COMPLETED = command_exits.COMPLETED
+EXIT_FAILED = command_exits.FAILED
+EXIT_STALE = command_exits.STALE
+EXIT_NO_STATUS = command_exits.NOT_FOUND
+EXIT_RUNNING = command_exits.RUNNING
 
 DEFAULT_HEARTBEAT_INTERVAL = 30.0
 STALE_FACTOR = 2

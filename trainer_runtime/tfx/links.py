@@ -20,6 +20,8 @@ import json
 import logging
 from typing import Any, Mapping
 
+from trainer_runtime.core import envvars
+
 log = logging.getLogger(__name__)
 
 VERTEX_URL_TAG = "trainer_runtime.vertex_pipeline_url"
@@ -33,8 +35,8 @@ def vertex_pipeline_url(tags: Mapping[str, str], env: Mapping[str, str]) -> str 
     job = tags.get("vertex.pipeline_job_id")
     if not job:
         return None
-    project = env.get("CLOUD_ML_PROJECT_ID") or env.get("GOOGLE_CLOUD_PROJECT")
-    region = env.get("CLOUD_ML_REGION") or env.get("GOOGLE_CLOUD_REGION") or _label(env, "region")
+    project = env.get(envvars.CLOUD_ML_PROJECT_ID) or env.get(envvars.GOOGLE_CLOUD_PROJECT)
+    region = env.get(envvars.CLOUD_ML_REGION) or env.get(envvars.GOOGLE_CLOUD_REGION) or _label(env, "region")
     if not (project and region):
         return None
     return CONSOLE.format(region=region, job=job, project=project)
@@ -42,7 +44,7 @@ def vertex_pipeline_url(tags: Mapping[str, str], env: Mapping[str, str]) -> str 
 
 def _label(env: Mapping[str, str], key: str) -> str | None:
     try:
-        labels = json.loads(env.get("VERTEX_AI_PIPELINES_RUN_LABELS") or "{}")
+        labels = json.loads(env.get(envvars.VERTEX_AI_PIPELINES_RUN_LABELS) or "{}")
     except ValueError:
         return None
     value = labels.get(key) if isinstance(labels, dict) else None

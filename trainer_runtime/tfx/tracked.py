@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Mapping, NoReturn
+from typing import Any, Callable, Mapping
 
 from trainer_runtime.training.wrap import train_with_callback
 from trainer_runtime.core.config import RuntimeConfig
 from trainer_runtime.core.errors import EXIT_CODES, UserCodeError
-from trainer_runtime.run.session import last_outcome, run_tracked
+from trainer_runtime.run.exits import exit_with
+from trainer_runtime.run.outcome import Ended
+from trainer_runtime.run.session import run_session
 from trainer_runtime.tfx import context, lineage
 from trainer_runtime.tfx.vertex import runs_in_vertex_runner
 
@@ -21,7 +23,7 @@ def train_tracked(load: Callable[[], RuntimeConfig], resolve_fn: Callable[[], Ca
     """Preflight, then ``resolve_fn()(fn_args)`` with the callback installed, then ``after()``.
 
     The experiment defaults to the pipeline's name and the run's name to
-    ``<pipeline>-<component>-<UTC time>``. How a failure leaves (see ``fail``): in
+    ``<pipeline>-<component>-<UTC time>``. How a failure leaves (see ``leave``): in
     TFX's Vertex runner, the process exits with the outcome's exit code; elsewhere a
     failure of user code propagates as the user's own exception (so TFX fails the
     component with it), after the run was marked FAILED and the status written.
@@ -46,30 +48,29 @@ def train_tracked(load: Callable[[], RuntimeConfig], resolve_fn: Callable[[], Ca
             after()
         lineage.at_end(tracking, fn_args, tags)
 
-    try:
-        run_tracked(load_with_defaults, train, status_dir=context.status_dir_for(fn_args.model_run_dir), tags=tags)
-        return
-    except BaseException as exc:  # noqa: B036 - re-raised by fail(), outside this block
-        failure = exc
-    fail(failure)
+    leave(run_session(load_with_defaults, train, status_dir=context.status_dir_for(fn_args.model_run_dir),
+                      tags=tags))
 
 
-def fail(exc: BaseException, component: str = "Trainer") -> NoReturn:
-    """Leave a failed Trainer run, outside any ``except`` block, so nothing chains onto the user's error.
+def leave(ended: Ended, component: str = "Trainer") -> None:
+    """Return from a Trainer run that completed; leave a failed one, outside any ``except`` block,
+    so nothing chains onto the user's error.
 
     - A ``SystemExit`` (``Killed`` after a signal, ``sys.exit`` in user code) goes on as it is.
     - In TFX's Vertex runner (the process exists for this component): log the error with
-      its traceback, then exit with the outcome's exit code (``session.last_outcome``).
+      its traceback, then exit with the outcome's exit code (``exits.exit_with``).
     - Elsewhere (LocalDagRunner, in the user's process): raise the user's own exception
       (a ``UserCodeError``'s cause), or the runtime's typed error.
     """
-    if isinstance(exc, SystemExit):
-        raise exc
+    exc = ended.error
+    if exc is None or isinstance(exc, SystemExit):
+        ended.unwrap()
+        return
     shown = exc.__cause__ if isinstance(exc, UserCodeError) and exc.__cause__ is not None else exc
-    decided = last_outcome()
-    if decided is not None and decided.exit_code and runs_in_vertex_runner():
+    decided = ended.outcome
+    if decided.exit_code and runs_in_vertex_runner():
         meaning = EXIT_CODES.get(decided.exit_code, ("", "see the status file"))[1]
         log.error("the %s failed; exit code %d (%s)", component, decided.exit_code, meaning,
                   exc_info=(type(shown), shown, shown.__traceback__))
-        raise SystemExit(decided.exit_code)
+        exit_with(decided)
     raise shown

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from trainer_runtime.core.redact import strip_credentials
-from trainer_runtime.core.retry import Backoff, Deadline
+from trainer_runtime.core.retry import Backoff, Deadline, GaveUp, retry
+from trainer_runtime.run import outcome
 from trainer_runtime.tracking.logger import MetricsLogger
 from trainer_runtime.tracking.rest import MlflowRest, RestError
-from trainer_runtime.tracking.runs import TrackingContext
+from trainer_runtime.tracking.runs import TrackingContext, build_logger
 from trainer_runtime.tracking.spool import Spool
 from trainer_runtime.training import keras_hook
 from trainer_runtime.training.keras_callback import CallbackCore
@@ -44,6 +45,8 @@ TRIAL_CLOSE = 5.0
 ABANDON_CLOSE = 3.0
 #: seconds creating one trial's run may take, retries included.
 CREATE_BUDGET = 10.0
+#: between the tries of creating one trial's run
+CREATE_BACKOFF = Backoff(initial=0.5, factor=2.0, maximum=3.0, jitter=0.2)
 
 
 @dataclass
@@ -78,11 +81,16 @@ class TrialRuns:
     """The search's trials as nested runs of ``ctx``'s run."""
 
     def __init__(self, ctx: TrackingContext, *, enabled: bool = True, rest: Any = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        """``clock``: the runs' start times; ``monotonic`` and ``sleep``: the create retries' budget
+        and waits (injectable: tests never really wait)."""
         self.ctx = ctx
         self.enabled = enabled
         self._rest = rest
         self._clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep
         self._current: TrialRun | None = None
         self.summary = Summary()
 
@@ -155,7 +163,7 @@ class TrialRuns:
         if current.error:
             tags["trainer_runtime.trial_error"] = current.error[:1000]
         current.logger.set_tags(tags)
-        self._close(current, "FINISHED" if finished else "FAILED", TRIAL_CLOSE)
+        self._close(current, outcome.mlflow_status("completed" if finished else "failed"), TRIAL_CLOSE)
 
     def _close(self, current: TrialRun, end_status: str, seconds: float) -> None:
         report = current.logger.close(Deadline(seconds), end_status=end_status)
@@ -185,33 +193,37 @@ class TrialRuns:
         self._rest = rest
         tags = {PARENT_TAG: self.ctx.run_id, "mlflow.runName": f"trial-{trial_id}",
                 "trainer_runtime.trial_id": trial_id}
-        deadline = Deadline(CREATE_BUDGET)
-        delays = Backoff(initial=0.5, factor=2.0, maximum=3.0, jitter=0.2).delays()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                timeout = min(self.ctx.config.send_timeout, max(0.1, deadline.remaining()))
-                return rest.create_run(self.ctx.experiment_id, f"trial-{trial_id}", tags,
-                                       int(self._clock() * 1000), timeout)
-            except RestError as exc:
-                delay = next(delays)
-                if not exc.retryable or deadline.remaining() <= delay:
-                    log.warning("trial %s runs without its own MLflow run: creating it failed %d time(s) (%s); "
-                                "its score still goes to run %s", trial_id, attempt, exc, self.ctx.run_id)
-                    return None
-                log.info("creating the run of trial %s: attempt %s failed (%s); retrying in %.1fs",
-                         trial_id, attempt, exc, delay)
-                time.sleep(delay)
+        deadline = Deadline(CREATE_BUDGET, self._monotonic)
+        tried: list[int] = []
+
+        def create(attempt: int) -> str:
+            tried.append(attempt)
+            timeout = min(self.ctx.config.send_timeout, max(0.1, deadline.remaining()))
+            return rest.create_run(self.ctx.experiment_id, f"trial-{trial_id}", tags, int(self._clock() * 1000),
+                                   timeout)
+
+        def retrying(attempt: int, exc: BaseException, delay: float) -> None:
+            log.info("creating the run of trial %s: attempt %s failed (%s); retrying in %.1fs",
+                     trial_id, attempt, exc, delay)
+
+        try:
+            return retry(create, retryable=lambda exc: isinstance(exc, RestError) and exc.retryable,
+                         delays=CREATE_BACKOFF.delays(), deadline=deadline, sleep=self._sleep,
+                         on_retry=retrying, last_try_at_deadline=False)
+        except GaveUp as gave_up:
+            failure: BaseException = gave_up.last
+        except RestError as exc:  # not retryable: the server refused it
+            failure = exc
+        log.warning("trial %s runs without its own MLflow run: creating it failed %d time(s) (%s); "
+                    "its score still goes to run %s", trial_id, len(tried), failure, self.ctx.run_id)
+        return None
 
     def _logger(self, trial_id: str, run_id: str) -> MetricsLogger:
         header = {"run_id": run_id, "experiment_id": self.ctx.experiment_id,
                   "experiment_name": self.ctx.experiment_name, "parent_run_id": self.ctx.run_id,
                   "tracking_uri": strip_credentials(self.ctx.tracking_uri)}
         spool = Spool(os.path.join(self.ctx.logger.spool.directory, f"trial-{trial_id}"), header)
-        config = self.ctx.config
-        return MetricsLogger(self._rest, run_id, spool, max_queue=config.queue_size,
-                             send_timeout=min(config.send_timeout, config.request_timeout)).start()
+        return build_logger(self.ctx.config, run_id, spool, rest=self._rest).start()
 
 
 def _step(trial_id: str) -> int:

@@ -7,7 +7,7 @@ on any runner, or let ``entrypoint.py`` swap it in for the stock Tuner executor
 It does what TFX's executor does (``tuner_fn(fn_args)`` returns the tuner and its
 ``fit_kwargs``; ``tuner.search(**fit_kwargs)``; the best hyperparameters and the
 tuner's results written to the outputs) inside one tracked run, the search's
-(``session.run_tracked``: preflight, status next to the output, signals, bounded
+(``session.run_session``: preflight, status next to the output, signals, bounded
 close). Each trial is a nested run of it (``trainer_runtime.tfx.trials``). The search's
 run gets the best hyperparameters (``best.hp.*`` params, ``best.score``,
 ``best_hyperparameters.json``) and the trial counts; its id goes on the
@@ -29,11 +29,12 @@ from tfx.types import artifact_utils, standard_component_specs
 
 from trainer_runtime.core.config import RuntimeConfig, load_config
 from trainer_runtime.core.retry import Deadline
-from trainer_runtime.run.session import run_tracked
+from trainer_runtime.run import outcome
+from trainer_runtime.run.session import run_session
 from trainer_runtime.tfx import context, tuner_link
 from trainer_runtime.tfx.compat import warn_if_compiled_with_other_version
 from trainer_runtime.tfx.executor import resolve_run_fn
-from trainer_runtime.tfx.tracked import fail
+from trainer_runtime.tfx.tracked import leave
 from trainer_runtime.tfx.trials import TrialRuns
 from trainer_runtime.tracking.rest import MlflowRest
 from trainer_runtime.tracking.runs import TrackingContext
@@ -82,7 +83,7 @@ class TrackedTunerExecutor(stock.Executor):
             try:
                 call_user(tuner.search, **result.fit_kwargs)
             except BaseException as exc:  # a signal or a failure mid-trial: end that trial's run too
-                trials.abandon("KILLED" if isinstance(exc, SystemExit) else "FAILED")
+                trials.abandon(outcome.decide(exc).mlflow_status)
                 raise
             finally:
                 tracking.extra_status["trials"] = trials.summary.as_dict()
@@ -92,12 +93,7 @@ class TrackedTunerExecutor(stock.Executor):
             call_user(stock.write_best_hyperparameters, tuner, output_dict)
             log_best(tracking, tuner, trials)
 
-        try:
-            run_tracked(load, train, status_dir=status_dir, tags=tags)
-            return
-        except BaseException as exc:  # noqa: B036 - re-raised by fail(), outside this block
-            failure = exc
-        fail(failure, "Tuner")
+        leave(run_session(load, train, status_dir=status_dir, tags=tags), "Tuner")
 
 
 def search_params(tuner: Any) -> Dict[str, Any]:

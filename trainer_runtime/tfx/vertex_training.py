@@ -37,10 +37,6 @@ from trainer_runtime.tracking import attempts
 
 log = logging.getLogger(__name__)
 
-STOCK_LAUNCHER = "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
-STOCK_DEFAULT_LAUNCHER = "tfx.extensions.google_cloud_ai_platform.trainer.executor.Executor"
-TRACKED_LAUNCHER = f"{__name__}.TrackedVertexTrainingExecutor"
-
 EXAMPLE = ('custom_config={"ai_platform_training_args": {"project": "my-project", "job_spec": {'
            '"worker_pool_specs": [{"machine_spec": {"machine_type": "n1-standard-8"}, "replica_count": 1, '
            '"container_spec": {"image_uri": "…/trainer-runtime:v0.1.0"}}, …]}}, '

@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+from trainer_runtime.core import envvars
+
 RUN_KEY_TAG = "trainer_runtime.run_key"
 ATTEMPTS_TAG = "trainer_runtime.tracking.attempts"
 #: the per-step metrics of ``log_every_n_steps`` (``keras_callback``), counted on the global step
@@ -35,8 +37,8 @@ def run_key(configured: str | None, tags: Mapping[str, str], env: Mapping[str, s
         key = configured
     elif tags.get("vertex.pipeline_job_id") and tags.get("vertex.task_name"):
         key = f"vertex-pipeline/{tags['vertex.pipeline_job_id']}/{tags['vertex.task_name']}"
-    elif env.get("CLOUD_ML_JOB_ID"):
-        key = f"vertex-custom-job/{env['CLOUD_ML_JOB_ID']}"
+    elif env.get(envvars.CLOUD_ML_JOB_ID):
+        key = f"vertex-custom-job/{env[envvars.CLOUD_ML_JOB_ID]}"
     elif tags.get("tfx.pipeline_run_id") and tags.get("tfx.component"):
         key = f"tfx/{tags.get('tfx.pipeline', '')}/{tags['tfx.pipeline_run_id']}/{tags['tfx.component']}"
     else:

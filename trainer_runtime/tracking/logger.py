@@ -31,6 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from trainer_runtime.core.config import FIELD_BY_NAME
 from trainer_runtime.core.redact import is_secret_key, redact
 from trainer_runtime.core.retry import Backoff, Deadline
 from trainer_runtime.tracking.rest import RestError
@@ -180,10 +181,14 @@ def to_float(value: Any) -> float:
 class MetricsLogger:
     """The run's background logger. ``log_*`` never block; ``close`` is bounded by its deadline."""
 
-    def __init__(self, rest: Any, run_id: str, spool: Spool, *, max_queue: int = 100_000,
-                 send_timeout: float = 10.0, linger: float = 0.2, backoff: Backoff | None = None,
+    # the defaults are the config's (``runs.build_logger`` passes a run's own)
+    def __init__(self, rest: Any, run_id: str, spool: Spool, *,
+                 max_queue: int = FIELD_BY_NAME["queue_size"].default,
+                 send_timeout: float = FIELD_BY_NAME["send_timeout"].default,
+                 linger: float = 0.2, backoff: Backoff | None = None,
                  clock: Callable[[], float] = time.time, writer_interval: float = WRITER_INTERVAL,
-                 memory_window: int = window_records(64), artifact_dir: str | None = None) -> None:
+                 memory_window: int = window_records(FIELD_BY_NAME["spool_memory_mb"].default),
+                 artifact_dir: str | None = None) -> None:
         self._rest = rest
         self._run_id = run_id
         self.spool = spool

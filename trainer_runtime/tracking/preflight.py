@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 
 from trainer_runtime.core.errors import (HostHeaderError, RuntimeFailure, TrackingApiError, TrackingAuthError,
                      TrackingEndpointError, TrackingUnavailableError)
-from trainer_runtime.core.retry import Backoff, Deadline
+from trainer_runtime.core.retry import Backoff, Deadline, GaveUp, retry
 
 log = logging.getLogger(__name__)
 
@@ -187,33 +187,54 @@ class Checker:
         """GET until it is 'ok', raising a typed error when it cannot be."""
         attempts = self.poll.max_attempts(self.deadline.seconds)
         delays, polls = self.backoff.delays(self.rng), self.poll.delays(self.rng)
-        attempt, logged_at = 0, None
-        while True:
-            attempt += 1
+        logged_at: list[float] = []
+
+        def once(attempt: int) -> Reply:
             timeout = max(0.1, min(self.request_timeout, self.deadline.remaining()))
             reply = self.probe(endpoint, timeout)
             verdict = classify(reply, self.uri, endpoint, self.auth)
-            if verdict == "ok":
-                if attempt > 1:
-                    log.info("%s ok on attempt %s after %.1fs", what, attempt, self.deadline.elapsed())
-                return reply
             if isinstance(verdict, RuntimeFailure):
                 raise verdict
-            reason = verdict.split(":", 1)[1]
-            remaining = self.deadline.remaining()
-            if attempt <= 3 or logged_at is None or self.deadline.elapsed() - logged_at >= self.log_every \
-                    or remaining <= 0:
-                logged_at = self.deadline.elapsed()
+            if verdict != "ok":
+                raise _NotYet(verdict.split(":", 1)[1], fast=reply.status is None or endpoint == "/health")
+            if attempt > 1:
+                log.info("%s ok on attempt %s after %.1fs", what, attempt, self.deadline.elapsed())
+            return reply
+
+        def warn(attempt: int, failure: BaseException, _delay: float = 0.0) -> None:
+            elapsed, remaining = self.deadline.elapsed(), self.deadline.remaining()
+            if attempt <= 3 or not logged_at or elapsed - logged_at[-1] >= self.log_every or remaining <= 0:
+                logged_at.append(elapsed)
                 log.warning("%s attempt %s of at most %s: %s (%.0fs of %.0fs budget left)", what, attempt,
-                            attempts, reason, remaining, self.deadline.seconds)
-            if remaining <= 0:
-                raise TrackingUnavailableError(
-                    f"{self.uri} did not answer {endpoint} within the {self.deadline.seconds:.0f}s preflight "
-                    f"budget ({attempt} attempts; last: {reason})",
-                    hint="check that the server is up (Cloud Run: its logs and min-instances), or raise "
-                         "TRAINER_RUNTIME_PREFLIGHT_TIMEOUT if cold starts take longer")
-            fast = reply.status is None or endpoint == "/health"
-            self.sleep(min(next(polls if fast else delays), remaining))
+                            attempts, failure, remaining, self.deadline.seconds)
+
+        def pause(failure: BaseException) -> float:
+            return next(polls if getattr(failure, "fast", False) else delays)
+
+        try:
+            return retry(once, retryable=_retryable, delays=pause, deadline=self.deadline, sleep=self.sleep,
+                         on_retry=warn, last_try_at_deadline=True)
+        except GaveUp as gave_up:
+            warn(gave_up.attempts, gave_up.last)
+            raise TrackingUnavailableError(
+                f"{self.uri} did not answer {endpoint} within the {self.deadline.seconds:.0f}s preflight "
+                f"budget ({gave_up.attempts} attempts; last: {gave_up.last})",
+                hint="check that the server is up (Cloud Run: its logs and min-instances), or raise "
+                     "TRAINER_RUNTIME_PREFLIGHT_TIMEOUT if cold starts take longer") from None
+
+
+class _NotYet(TrackingUnavailableError):
+    """One try the server answered "later" (429, 5xx) or not at all: tried again within the budget.
+    ``fast``: poll again soon (no answer, or /health) rather than back off."""
+
+    def __init__(self, reason: str, *, fast: bool) -> None:
+        super().__init__(reason)
+        self.fast = fast
+
+
+def _retryable(failure: BaseException) -> bool:
+    """The error classes say which failures a later try may cure (``RuntimeFailure.retryable``)."""
+    return isinstance(failure, RuntimeFailure) and failure.retryable
 
 
 def check_server(checker: Checker, experiment_name: str) -> ServerFacts:

@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainer_runtime.core import envvars
 from trainer_runtime.core.config import RuntimeConfig
 from trainer_runtime.core.errors import ConfigError, TrackingApiError, TrackingAuthError
 from trainer_runtime.core.redact import strip_credentials
@@ -103,7 +104,7 @@ def open_run(client: Any, experiment_id: str, run_id: str | None, run_name: str 
         attempt = attempts.attempts_of(existing) + 1
         if attempt > 1:
             log.warning("attempt %d at MLflow run %s (found by %s; it was %s): continuing it", attempt, run_id,
-                        "MLFLOW_RUN_ID" if run_id_given else f"run key {run_key}", existing.info.status)
+                        envvars.MLFLOW_RUN_ID if run_id_given else f"run key {run_key}", existing.info.status)
         if existing.info.status != "RUNNING":
             client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         tags = {**tags, attempts.ATTEMPTS_TAG: str(attempt)}
@@ -128,6 +129,15 @@ def find_run(client: Any, experiment_id: str, run_key: str) -> Any:
 def default_spool_dir(run_id: str) -> str:
     """Local disk of the task (the container's own, on Vertex); uploaded beside the status if needed."""
     return os.path.join(tempfile.gettempdir(), "trainer-runtime", f"spool-{run_id}")
+
+
+def build_logger(config: RuntimeConfig, run_id: str, spool: Spool, rest: MlflowRest | None = None) -> MetricsLogger:
+    """A logger (not started) of ``run_id`` spooling to ``spool``, sized and timed by ``config``:
+    the run's own, a Tuner trial's, or replay's. ``rest``: the client to send with (default: a new
+    one for the config's tracking URI)."""
+    return MetricsLogger(rest or MlflowRest(config.tracking_uri), run_id, spool, max_queue=config.queue_size,
+                         send_timeout=min(config.send_timeout, config.request_timeout),
+                         memory_window=window_records(config.spool_memory_mb))
 
 
 @dataclass
@@ -180,19 +190,27 @@ class TrackingContext:
                 "experiment_name": self.experiment_name,
                 "tracking_uri": strip_credentials(self.tracking_uri), "run_url": self.run_url, **self.extra_info}
 
-    @property
-    def logger(self) -> MetricsLogger:
-        """The run's background logger (started on first use), spooling to local disk."""
+    def start_logger(self) -> MetricsLogger:
+        """Build the run's background logger, spooling to local disk, and start it (its writer and
+        sender threads); the logger already started, if it was. Returns it."""
         if self._logger is None:
             header = {"run_id": self.run_id, "experiment_id": self.experiment_id,
                       "experiment_name": self.experiment_name,
                       "tracking_uri": strip_credentials(self.tracking_uri)}
             spool = Spool(self.config.spool_dir or default_spool_dir(self.run_id), header)
-            self._logger = MetricsLogger(MlflowRest(self.tracking_uri), self.run_id, spool,
-                                         max_queue=self.config.queue_size,
-                                         send_timeout=min(self.config.send_timeout, self.config.request_timeout),
-                                         memory_window=window_records(self.config.spool_memory_mb))
-            self._logger.start()
+            self._logger = build_logger(self.config, self.run_id, spool).start()
+        return self._logger
+
+    @property
+    def logger(self) -> MetricsLogger:
+        """The run's background logger, once :meth:`start_logger` started it.
+
+        Raises:
+            RuntimeError: it was not started yet.
+        """
+        if self._logger is None:
+            raise RuntimeError(f"the logger of run {self.run_id} was not started: call "
+                               "TrackingContext.start_logger() first (the session does, before training)")
         return self._logger
 
     def progress(self) -> dict[str, Any]:

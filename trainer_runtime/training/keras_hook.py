@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Any, Iterator
 
+from trainer_runtime.core import envvars
 from trainer_runtime.training.keras_callback import MARKER, CallbackCore, make_callback
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def keras_modules(env: dict | None = None) -> list[Any]:
     env = env if env is not None else os.environ
-    legacy = env.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true", "yes")
+    legacy = env.get(envvars.TF_USE_LEGACY_KERAS, "").lower() in ("1", "true", "yes")
     names = {"tf_keras" if legacy else "keras"}
     names |= {name for name in ("tf_keras", "keras") if name in sys.modules}
     modules = []

@@ -23,12 +23,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from trainer_runtime.core import envvars
+
 log = logging.getLogger(__name__)
 
 SCHEME = "trainer-runtime"
 ARTIFACT_SCHEME = "trainer-runtime-artifacts"
 #: the environment MLflow's fluent API reads, set for the length of the user's training
-FLUENT_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")
+FLUENT_ENV = (envvars.MLFLOW_TRACKING_URI, envvars.MLFLOW_REGISTRY_URI, envvars.MLFLOW_RUN_ID,
+              envvars.MLFLOW_EXPERIMENT_ID)
 
 
 def tracking_uri_for(run_id: str) -> str:
@@ -145,8 +148,8 @@ def routed(route: Route, enabled: bool = True) -> Iterator[bool]:
     with ROUTES.lock:
         ROUTES.open[route.run_id] = route
         ROUTES.roots[route.run_id] = (route.artifact_uri, route.tracking_uri)
-    os.environ.update(MLFLOW_TRACKING_URI=uri, MLFLOW_REGISTRY_URI=route.tracking_uri,
-                      MLFLOW_RUN_ID=route.run_id, MLFLOW_EXPERIMENT_ID=route.experiment_id)
+    os.environ.update({envvars.MLFLOW_TRACKING_URI: uri, envvars.MLFLOW_REGISTRY_URI: route.tracking_uri,
+                       envvars.MLFLOW_RUN_ID: route.run_id, envvars.MLFLOW_EXPERIMENT_ID: route.experiment_id})
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(route.tracking_uri)
     try:
@@ -163,8 +166,8 @@ def routed(route: Route, enabled: bool = True) -> Iterator[bool]:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"] or route.tracking_uri)
-            mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"] or saved["MLFLOW_TRACKING_URI"]
+            mlflow.set_tracking_uri(saved[envvars.MLFLOW_TRACKING_URI] or route.tracking_uri)
+            mlflow.set_registry_uri(saved[envvars.MLFLOW_REGISTRY_URI] or saved[envvars.MLFLOW_TRACKING_URI]
                                     or route.tracking_uri)
 
 
