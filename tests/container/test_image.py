@@ -80,9 +80,10 @@ def test_standalone_training_inside_the_container(product_image, mlflow_server, 
 def test_vertex_executor_path_inside_the_container(product_image, mlflow_server, interactions, tmp_path,
                                                     monkeypatch):
     """The user guide's default_commands pipeline, each task run in the image as Vertex would."""
-    from tests.tfx.test_user_guide import compile_snippet
+    from tests.tfx.test_user_guide import FORWARDER, ONE_MACHINE, compile_snippet
 
-    spec, experiment = compile_snippet(1, tmp_path, interactions, mlflow_server.url, monkeypatch)
+    spec, experiment = compile_snippet((FORWARDER, ONE_MACHINE), tmp_path, interactions, mlflow_server.url,
+                                       monkeypatch)
     mounts = ["-v", f"{tmp_path}:{tmp_path}", "-v", f"{interactions}:{interactions}:ro"]
 
     class InContainer(LocalVertex):

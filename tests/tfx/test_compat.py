@@ -78,9 +78,10 @@ def test_vertex_replay_of_a_pipeline_compiled_with_another_version(mlflow_server
     """The user guide's preferred pipeline, its compiled_with changed as an older trainer_runtime would
     have written it: the Trainer still trains, and says once, at WARNING, what to fix."""
     from tests.harness.vertex_local import LocalVertex
-    from tests.tfx.test_user_guide import _assert_vertex_run, _env, compile_snippet
+    from tests.tfx.test_user_guide import EXECUTOR, ONE_MACHINE, _assert_vertex_run, _env, compile_snippet
 
-    spec, experiment = compile_snippet(0, tmp_path, interactions, mlflow_server.url, monkeypatch)
+    spec, experiment = compile_snippet((EXECUTOR, ONE_MACHINE), tmp_path, interactions, mlflow_server.url,
+                                       monkeypatch)
     constant = spec["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]["custom_config"]["runtimeValue"][
         "constantValue"]
     custom = json.loads(constant["stringValue"])
