@@ -16,6 +16,7 @@ import pytest
 from tests.faults import checks, reliability
 from tests.faults.runner import SECRET, Shared, run_scenario
 from tests.faults.scenarios import FLUSH_TIMEOUT, PACE, SHIP, prepare, scenarios
+from trainer_runtime.core import command_exits
 
 # The session fixture runs every scenario (about 10 min on a quiet 2-core machine): past the
 # suite-wide 900 s default.
@@ -121,7 +122,7 @@ def test_down_to_the_end_then_replay_twice(rows):
 
 def test_sigkill_leaves_a_stale_status_and_a_replayable_spool(rows):
     row = _row(rows, "SIGKILL at epoch 5 [runtime]")
-    assert row.extra["status_cmd"]["exit_code"] == 3 and "STALE" in row.extra["status_cmd"]["out"]
+    assert row.extra["status_cmd"]["exit_code"] == command_exits.STALE and "STALE" in row.extra["status_cmd"]["out"]
     assert row.extra["replay"]["exit_code"] == 0 and row.extra["replay"]["run_status"] == "KILLED"
     assert row.extra["replay"]["lost"] <= 4
 

@@ -169,14 +169,14 @@ def test_standalone_exits_right_after_the_close(mlflow_server, tmp_path, target,
     decided code within 2 s of the close."""
     import time
 
-    started = time.monotonic()
     out = cli("run", target, env={"MLFLOW_TRACKING_URI": mlflow_server.url,
                                   "TRAINER_RUNTIME_STATUS_DIR": str(tmp_path),
-                                  "TRAINER_RUNTIME_SYSTEM_METRICS_INTERVAL": "0"}, timeout=60)
+                                  "TRAINER_RUNTIME_SYSTEM_METRICS_INTERVAL": "0"}, timeout=180)
     exited = time.time()
     assert out.returncode == code, out.stderr[-2000:]
-    assert time.monotonic() - started < 25, "the 30 s teardown was cut short"
     status = json.loads((tmp_path / "mlflow_status.json").read_text())
     assert status["exit_code"] == code
     closed = os.path.getmtime(tmp_path / "mlflow_status.json")  # the final status write ends the close
+    # within 2 s of the close, so the 30 s teardown was cut short (the run before the close may take
+    # any time: cold imports on a loaded machine took 50 s once)
     assert exited - closed <= 2.0, f"exited {exited - closed:.2f}s after the close"
