@@ -38,14 +38,36 @@ def rows(tmp_path_factory, mlflow_server, test_keys, interactions, metadata_serv
                     gcs_emulator=gcs_emulator_server.url, gcs_bucket=BUCKET)
     ordered = sorted(range(len(SCENARIOS)), key=lambda i: -SCENARIOS[i].epochs * SCENARIOS[i].epoch_seconds)
     workers = int(os.environ.get("TR_FAULT_WORKERS", "8"))
+    results = Rows()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {i: pool.submit(lambda s: run_scenario(prepare(s, shared), shared), SCENARIOS[i])
                    for i in ordered}
-        results = {NAMES[i]: futures[i].result() for i in range(len(SCENARIOS))}
-    ordered_rows = [results[name] for name in NAMES]
-    if os.environ.get("TR_WRITE_RELIABILITY") == "1" and not ONLY:
-        reliability.DOC.write_text(reliability.render(ordered_rows, FLUSH_TIMEOUT))
+        for i in range(len(SCENARIOS)):
+            try:
+                results[NAMES[i]] = futures[i].result()
+            except Exception as exc:  # that row's tests fail with it; every other row is still checked
+                results.failed[NAMES[i]] = exc
+    if os.environ.get("TR_WRITE_RELIABILITY") == "1" and not ONLY and not results.failed:
+        reliability.DOC.write_text(reliability.render([results[name] for name in NAMES], FLUSH_TIMEOUT))
     return results
+
+
+class RowDidNotRun(Exception):
+    """A scenario raised instead of producing its row (a harness or server error): its own tests fail."""
+
+
+class Rows(dict):
+    """The rows that ran, by name; ``failed``: what each scenario that did not run raised. Looking up a
+    failed row raises, so one scenario's error fails that row's tests, not the suite's other 100."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed: dict[str, BaseException] = {}
+
+    def __missing__(self, name):
+        if name in self.failed:
+            raise RowDidNotRun(f"{name}: {self.failed[name]!r}") from self.failed[name]
+        raise KeyError(name)
 
 
 def _scenario(name):
@@ -58,7 +80,7 @@ def test_runtime_row(rows, name):
 
 
 def _row(rows, name):
-    if name not in rows:
+    if name not in rows and name not in rows.failed:
         pytest.skip(f"TR_FAULT_ONLY excludes {name}")
     return rows[name]
 
@@ -173,6 +195,11 @@ def test_every_status_file_is_strict_json(rows):
     local = [n for n in rows if checks.has_local_status(_scenario(n))]
     assert checked["mlflow_status.json"] >= len(local) and checked["mlflow_info.json"] > 0, checked
     assert stages >= {_scenario(n).expect["stage"] for n in local}, stages
+
+
+def test_every_scenario_ran(rows):
+    """No scenario raised (each that did also fails its own row's tests, with what it raised)."""
+    assert not rows.failed, {name: repr(exc) for name, exc in rows.failed.items()}
 
 
 def test_reliability_doc_is_current(rows):

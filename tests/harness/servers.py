@@ -31,7 +31,11 @@ def start_mlflow(workdir: Path, port: int | None = None, timeout: float = 120.0)
     """
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    # A connection for every request thread (anyio runs MLflow's Flask app on at most 40): with MLflow's
+    # default pool (5 + 10 overflow) the fault suite's 8 concurrent scenarios waited past its 30 s pool
+    # timeout on a slow CI machine, and the harness's own reads got HTTP 400 BAD_REQUEST "QueuePool limit
+    # ... reached" (the runtime retries that answer: tests/runtime/test_resilience.py).
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_SQLALCHEMYSTORE_POOL_SIZE="40")
     # The server venv must not see the runtime venv's packages.
     env.pop("PYTHONPATH", None)
     cmd = [str(tools_venv() / "bin" / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
