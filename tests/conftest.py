@@ -6,24 +6,55 @@ the server's log tail); nothing is skipped silently.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.harness import status_files
 from tests.harness.control import Control
 from tests.harness.procs import ManagedProcess, free_port
 from tests.harness import servers
 
 #: one-line measurements (start-up and build times, sizes) printed at the end of the run
 MEASUREMENTS: list[str] = []
+#: the status files the tests left in their tmp_path, validated, by stage (``status_files.labels``)
+STATUS_FILES_CHECKED: Counter = Counter()
+#: tests marked ``status_files_unchecked``: their files were not validated, and why
+STATUS_FILES_UNCHECKED: dict[str, str] = {}
 
 
 def pytest_terminal_summary(terminalreporter):
-    if MEASUREMENTS:
+    lines = list(MEASUREMENTS)
+    if STATUS_FILES_CHECKED:
+        lines.append(status_files.summary(STATUS_FILES_CHECKED))
+    if STATUS_FILES_UNCHECKED:
+        lines.append(f"status files not validated, as marked (status_files_unchecked): "
+                     f"{len(STATUS_FILES_UNCHECKED)} test(s)")
+    if lines:
         terminalreporter.section("trainer-runtime measurements")
-        for line in MEASUREMENTS:
+        for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(autouse=True)
+def _status_files_are_valid(request):
+    """After each test that used ``tmp_path``: every status and info file under it is strict JSON
+    and valid against the contract's strict schema (replica files by their name), or the test
+    fails at teardown naming the file and the error. A test that writes such files by hand or
+    broken on purpose says so: ``@pytest.mark.status_files_unchecked("why")``."""
+    yield
+    if "tmp_path" not in request.fixturenames or "tmp_path" not in request.node.funcargs:
+        return
+    marker = request.node.get_closest_marker("status_files_unchecked")
+    if marker is not None:
+        assert marker.args and str(marker.args[0]).strip(), \
+            f"{request.node.nodeid}: status_files_unchecked needs a reason"
+        STATUS_FILES_UNCHECKED[request.node.nodeid] = marker.args[0]
+        return
+    for path in status_files.status_files(request.node.funcargs["tmp_path"]):
+        STATUS_FILES_CHECKED.update(status_files.labels(path.name, status_files.check(path)))
 
 
 SA_EMAIL = "trainer@test-project.iam.gserviceaccount.com"

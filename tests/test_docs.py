@@ -1,5 +1,6 @@
-"""The generated parts of the docs (config table, exit codes, package layout) are current, and the
-package's import direction is what its packages' docstrings say."""
+"""The generated parts of the docs (config table, exit codes, package layout, status fields, the status
+files' JSON Schemas in docs/schemas/) are current, and the package's import direction is what its packages'
+docstrings say."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,6 +18,26 @@ def test_generated_part_is_current(name):
     begin, end = docs.markers(name)
     between = text[text.index(begin) + len(begin):text.index(end)]
     assert between == "\n" + docs.RENDER[name]() + "\n", f"{docs.TABLES[name]} is stale: run `make docs`"
+
+
+@pytest.mark.parametrize("rel", sorted(docs.SCHEMAS))
+def test_published_schema_is_current(rel):
+    path = ROOT / rel
+    assert path.exists(), f"{rel} is missing: run `make docs`"
+    assert path.read_text() == docs.render_schema(docs.SCHEMAS[rel]), f"{rel} is stale: run `make docs`"
+
+
+def test_make_docs_rewrites_a_stale_schema(tmp_path):
+    for rel in docs.TABLES.values():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text((ROOT / rel).read_text())
+    stale = tmp_path / "docs/schemas/mlflow_status.schema.json"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text((ROOT / "docs/schemas/mlflow_status.schema.json").read_text().replace('"const": 2', '"const": 1'))
+    changed = docs.update(tmp_path)
+    assert "docs/schemas/mlflow_status.schema.json" in changed and "docs/schemas/mlflow_info.schema.json" in changed
+    assert stale.read_text() == docs.render_schema("mlflow_status")
+    assert docs.update(tmp_path) == []
 
 
 def test_the_layout_names_every_module():

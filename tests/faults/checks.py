@@ -6,11 +6,13 @@ when a piece of a row is wrong or missing. A missing piece is a failure that nam
 """
 from __future__ import annotations
 
-import json
+from collections import Counter
 from pathlib import Path
 
 from tests.faults.runner import Row, Scenario
-from tests.faults.scenarios import FLUSH_TIMEOUT, GRACE, PACE, SHIP
+from tests.faults.scenarios import FLUSH_TIMEOUT, GRACE, PACE, REPLAYS_THE_STATUS, SHIP
+from tests.harness import status_files
+from trainer_runtime.status import contract
 
 #: stages the runtime closes a run in (its status then carries the close: counts, tracking, close_seconds)
 CLOSED = ("completed", "killed")
@@ -22,7 +24,10 @@ RUN_STATUS = {"completed": "FINISHED", "killed": "KILLED"}
 #: notes that mean the row did not run as designed (a SIGKILLed process writes no final status: its
 #: "status exit" note is expected)
 BAD_NOTES = ("driver", "after", "did not exit")
-STATUS_FILES = ("mlflow_status.json", "mlflow_info.json")
+#: what the whole table's status files must include (``status_files.labels``): every way a run ends
+#: here, a SIGKILLed run's stale `training`, and the tracking states a platform must tell apart
+EVERY_ENDING = {"completed", "failed", "killed", "training", "stale", "tracking ok", "tracking degraded",
+                "tracking replayed"}
 
 
 def check_runtime_row(row: Row, sc: Scenario) -> None:
@@ -100,38 +105,47 @@ def _fit(sc: Scenario) -> tuple:
     return sc.epochs, sc.epoch_seconds, sc.loop, sc.env.get("FAULT_USER", ""), sc.faults
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"a bare {name}: not strict JSON")
-
-
 def has_local_status(sc: Scenario) -> bool:
     """The runtime wrote this scenario's status to a local folder (not GCS: the GCS row's is an object)."""
     return sc.tracker == "runtime" and not sc.env.get("TRAINER_RUNTIME_STATUS_DIR", "").startswith("gs://")
 
 
-def check_status_files(rows: dict[str, Row], scenarios: dict[str, Scenario]) -> tuple[dict[str, int], set[str]]:
-    """Every status and info file the rows left parses as strict JSON; every runtime row whose status is
-    local left its status file, saying the stage the suite read. Returns the files checked, by name, and
-    the stages their status files said."""
-    checked = {name: 0 for name in STATUS_FILES}
-    stages: set[str] = set()
+def check_status_files(rows: dict[str, Row], scenarios: dict[str, Scenario]) -> tuple[dict[str, int], Counter]:
+    """Every status, replica status and info file the rows left parses as strict JSON and is valid against
+    the contract's strict schema (``status_files.check``); every runtime row whose status is local left its
+    status file, saying the stage the suite read. Returns the files checked, by name, and what they were
+    (``status_files.labels``: stage, ``stale``, ``tracking <state>``), counted."""
+    checked: dict[str, int] = {}
+    labels: Counter = Counter()
     for key, row in rows.items():
         sc = scenarios[key]
         own = []
         for path in row.files:
             name = Path(path).name
-            if name not in STATUS_FILES:
+            if contract.document_of(name) is None:
                 continue
-            try:
-                entry = json.loads(Path(path).read_text(), parse_constant=_reject_constant)
-            except ValueError as exc:
-                raise AssertionError(f"{path}: {exc}") from exc
-            checked[name] += 1
-            if name == "mlflow_status.json":
-                stages.add(entry.get("stage"))
+            entry = status_files.check(path)
+            checked[name] = checked.get(name, 0) + 1
+            labels.update(status_files.labels(name, entry))
             if name == "mlflow_status.json" and Path(path).parent.name == "status":
                 own.append(entry)
         if has_local_status(sc):
             assert len(own) == 1, f"{key}: {len(own)} status files in its status folder among {row.files}"
             assert own[0].get("stage") == row.stage, (key, own[0].get("stage"), row.stage)
-    return checked, stages
+    return checked, labels
+
+
+def expected_labels(scenarios: list[Scenario]) -> set[str]:
+    """What the status files of these scenarios' runtime rows must include, from their expectations: each
+    stage (a `training` one stale), and each final tracking state (`replayed` after a replay of the status)."""
+    wanted = set()
+    for sc in scenarios:
+        if not has_local_status(sc):
+            continue
+        stage = sc.expect["stage"]
+        wanted |= {stage, "stale"} if stage == "training" else {stage}
+        tracking = "replayed" if sc.after in REPLAYS_THE_STATUS else sc.expect.get("tracking",
+                                                                                  UNCLOSED_TRACKING.get(stage))
+        if tracking:
+            wanted.add(f"tracking {tracking}")
+    return wanted

@@ -234,6 +234,11 @@ def user_replay_shipped(run: Run, row) -> None:
                            "duplicates": again.duplicates, "run_status": again.run_status}
 
 
+#: the `after` steps that run `trainer-runtime replay <status dir>`, which rewrites the status: its
+#: tracking then says `replayed`
+REPLAYS_THE_STATUS = (replay_twice, user_replay_twice, user_replay_shipped)
+
+
 def user_code_scenarios() -> list[Scenario]:
     """The same custom loop under the runtime (standalone and TrackedExecutor) and under plain MLflow."""
     env = {"TRAINER_RUNTIME_SPOOL_SHIP_INTERVAL": str(SHIP)}

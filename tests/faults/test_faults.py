@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import MEASUREMENTS
 from tests.faults import checks, reliability
+from tests.harness import status_files
 from tests.faults.runner import SECRET, Shared, run_scenario
 from tests.faults.scenarios import FLUSH_TIMEOUT, PACE, SHIP, prepare, scenarios
 from trainer_runtime.core import command_exits
@@ -188,13 +190,18 @@ def test_no_secret_anywhere(rows, mlflow_server):
     assert sum(len(r.files) for r in rows.values()) > 50
 
 
-def test_every_status_file_is_strict_json(rows):
-    """Each status and info file any row left parses strictly; each runtime row's own status file is
-    among them, and together they saw every stage a run can end in here."""
-    checked, stages = checks.check_status_files(rows, {name: _scenario(name) for name in rows})
+def test_every_status_file_is_valid_against_the_strict_schema(rows):
+    """Each status, replica status and info file any row left parses strictly and is valid against the
+    contract's strict schema; each runtime row's own status file is among them, and together they saw every
+    stage a run can end in here, a SIGKILLed run's stale `training`, and tracking ok, degraded and replayed."""
+    checked, labels = checks.check_status_files(rows, {name: _scenario(name) for name in rows})
+    MEASUREMENTS.append(f"fault suite: {status_files.summary(labels)}")
     local = [n for n in rows if checks.has_local_status(_scenario(n))]
-    assert checked["mlflow_status.json"] >= len(local) and checked["mlflow_info.json"] > 0, checked
-    assert stages >= {_scenario(n).expect["stage"] for n in local}, stages
+    assert checked.get("mlflow_status.json", 0) >= len(local) and checked.get("mlflow_info.json", 0) > 0, checked
+    wanted = checks.expected_labels([_scenario(n) for n in rows])
+    if not ONLY:
+        assert wanted >= checks.EVERY_ENDING, f"no row ends with {sorted(checks.EVERY_ENDING - wanted)}"
+    assert set(labels) >= wanted, f"no status file said {sorted(wanted - set(labels))}: {dict(labels)}"
 
 
 def test_every_scenario_ran(rows):

@@ -111,11 +111,22 @@ def test_a_comparison_row(changes, twin, match):
             checks.check_comparison_row(row, sc, twin_sc)
 
 
-def _left_files(tmp_path, status: str | None, info: str | None = '{"run_id": "r1"}') -> list[str]:
+#: a status and an info file as the runtime writes them at a healthy row's end
+STATUS = {"schema_version": 2, "stage": "completed", "timestamps": {"completed": "2026-01-02T03:04:05.678Z"},
+          "run_id": "r1", "experiment_name": "faults", "experiment_id": "1",
+          "run_url": "http://m/#/experiments/1/runs/r1", "tracking_uri": "http://m", "server_version": "3.1.0",
+          "runtime_version": "0.1.0", "error": None, "exit_code": 0, "logging": _logging(12, 12),
+          "tracking": {"state": "ok", "close_seconds": 0.1}}
+INFO = {"run_id": "r1", "experiment_id": "1", "experiment_name": "faults", "tracking_uri": "http://m",
+        "run_url": "http://m/#/experiments/1/runs/r1"}
+
+
+def _left_files(tmp_path, status: str | None, info: str | None = json.dumps(INFO),
+                others: dict[str, str] | None = None) -> list[str]:
     folder = tmp_path / "healthy" / "status"
     folder.mkdir(parents=True)
     files = []
-    for name, text in (("mlflow_status.json", status), ("mlflow_info.json", info)):
+    for name, text in (("mlflow_status.json", status), ("mlflow_info.json", info), *(others or {}).items()):
         if text is not None:
             (folder / name).write_text(text)
             files.append(str(folder / name))
@@ -129,18 +140,58 @@ def _status_rows(files: list[str]) -> tuple[dict, dict]:
 
 
 def test_the_status_files_checked_are_counted_with_their_stages(tmp_path):
-    rows, scs = _status_rows(_left_files(tmp_path, json.dumps({"stage": "completed"})))
-    assert checks.check_status_files(rows, scs) == ({"mlflow_status.json": 1, "mlflow_info.json": 1}, {"completed"})
+    rows, scs = _status_rows(_left_files(tmp_path, json.dumps(STATUS)))
+    assert checks.check_status_files(rows, scs) == ({"mlflow_status.json": 1, "mlflow_info.json": 1},
+                                                    {"completed": 1, "tracking ok": 1, "info": 1})
 
 
+def _without(name: str) -> dict:
+    return {k: v for k, v in STATUS.items() if k != name}
+
+
+@pytest.mark.status_files_unchecked("broken on purpose: the fault suite's own check must refuse them")
 @pytest.mark.parametrize("status,info,match", [
-    ('{"stage": "completed", "loss": NaN}', '{"run_id": "r1"}', "mlflow_status.json: a bare NaN: not strict JSON"),
-    ('{"stage": "completed"}', '{"value": Infinity}', "mlflow_info.json: a bare Infinity"),
-    ('{"stage": "completed"', '{"run_id": "r1"}', "mlflow_status.json: Expecting"),
-    (None, '{"run_id": "r1"}', "healthy \\[runtime\\]: 0 status files in its status folder"),
-    ('{"stage": "training"}', '{"run_id": "r1"}', "'training', 'completed'"),
+    pytest.param(json.dumps({**STATUS, "loss": float("nan")}), None, "mlflow_status.json: a bare NaN: not strict JSON",
+                 id="bare NaN"),
+    pytest.param(json.dumps(STATUS), json.dumps({**INFO, "value": float("inf")}), "mlflow_info.json: a bare Infinity",
+                 id="bare Infinity"),
+    pytest.param(json.dumps(STATUS)[:-1], None, "mlflow_status.json: Expecting", id="truncated"),
+    pytest.param(None, None, "healthy \\[runtime\\]: 0 status files in its status folder", id="missing"),
+    pytest.param(json.dumps({**STATUS, "stage": "training"}), None, "'training', 'completed'", id="other stage"),
+    pytest.param(json.dumps(_without("runtime_version")), None,
+                 "mlflow_status.json is not a valid mlflow_status .*'runtime_version' is a required property",
+                 id="required field missing"),
+    pytest.param(json.dumps({**STATUS, "surprise": 1}), None, "'surprise' was unexpected", id="undeclared field"),
+    pytest.param(json.dumps({**STATUS, "tracking": {"state": "fine"}}), None, "tracking/state: 'fine' is not one of",
+                 id="unknown tracking state"),
+    pytest.param(json.dumps(STATUS), json.dumps({**INFO, "run_id": None}), "mlflow_info.json is not a valid .*run_id",
+                 id="info of the wrong type"),
 ])
-def test_a_status_file_that_is_not_strict_json_or_not_there_fails(tmp_path, status, info, match):
-    rows, scs = _status_rows(_left_files(tmp_path, status, info))
+def test_a_status_file_that_is_not_strict_json_valid_or_there_fails(tmp_path, status, info, match):
+    rows, scs = _status_rows(_left_files(tmp_path, status, info if info is not None else json.dumps(INFO)))
     with pytest.raises(AssertionError, match=match):
         checks.check_status_files(rows, scs)
+
+
+@pytest.mark.status_files_unchecked("broken on purpose: the fault suite's own check must refuse it")
+def test_a_replica_status_file_is_checked_against_its_own_schema(tmp_path):
+    replica = {**_without("exit_code"), "stage": "training", "timestamps": {"training": "2026-01-02T03:04:05.678Z"},
+               "replica": "worker-1", "task_type": "worker", "task_index": 1, "cluster": {"worker": 2},
+               "source": "TF_CONFIG"}
+    del replica["logging"], replica["tracking"]
+    files = _left_files(tmp_path, json.dumps(STATUS), others={"mlflow_status.worker-1.json": json.dumps(replica)})
+    assert checks.check_status_files(*_status_rows(files))[1]["replica training"] == 1
+    (tmp_path / "healthy" / "status" / "mlflow_status.worker-1.json").write_text(
+        json.dumps({**replica, "stage": "initializing"}))
+    with pytest.raises(AssertionError, match="mlflow_status.worker-1.json is not a valid mlflow_status.replica"):
+        checks.check_status_files(*_status_rows(files))
+
+
+def test_the_table_expects_every_ending_and_tracking_state():
+    """The whole table has rows whose status files end in each stage and tracking state a platform must
+    tell apart; a subset of it expects only what its rows produce."""
+    assert checks.expected_labels(list(SCENARIOS.values())) >= checks.EVERY_ENDING
+    assert checks.expected_labels([SCENARIOS["SIGKILL at epoch 5", "runtime"]]) == {"training", "stale", "tracking ok"}
+    assert checks.expected_labels([SCENARIOS["down from epoch 2 to the end", "runtime"],
+                                   SCENARIOS["down throughout", "runtime"]]) == {
+        "completed", "tracking replayed", "failed"}

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from tests.harness import status_files
 from tests.runtime.helpers import deps, read_json, timed
 from trainer_runtime.core.config import load_config
 from trainer_runtime.core.errors import StatusWriteError, UserCodeError
@@ -40,7 +41,10 @@ def test_status_and_info_to_gcs_emulator(mlflow_server, gcs, clean_env):
     status = _gcs_read(gcs, f"{prefix}/mlflow_status.json")
     assert seen["stage"] == "training"
     assert seen["info"]["run_id"] == status["run_id"]
-    assert status["stage"] == "completed" and status["schema_version"] == 1
+    assert status["stage"] == "completed" and status["schema_version"] == 2
+    # gs:// is outside tmp_path, where the autouse check looks: checked here
+    assert status_files.errors("mlflow_status", status) == []
+    assert status_files.errors("mlflow_info", _gcs_read(gcs, f"{prefix}/mlflow_info.json")) == []
 
 
 def test_failure_in_user_code_is_recorded_locally(mlflow_server, tmp_path, clean_env):
@@ -97,6 +101,7 @@ def test_a_failing_status_write_never_hides_the_original_error(tmp_path):
     assert read_json(tmp_path / "mlflow_status.json")["stage"] == "initializing"
 
 
+@pytest.mark.status_files_unchecked("a storage test: what it writes under the status file's name is no status")
 def test_local_writes_are_atomic_and_leave_no_temp_files(tmp_path):
     target = LocalDir(str(tmp_path / "a" / "b"))
     for i in range(20):

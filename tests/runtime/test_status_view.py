@@ -21,6 +21,8 @@ NOW = dt.datetime(2026, 11, 25, 1, 2, 3, 456000, tzinfo=dt.timezone.utc)
 RUN_URL = "http://mlflow.example/#/experiments/3/runs/abc123"
 INFO = {"run_id": "abc123", "experiment_id": "3", "experiment_name": "recommender",
         "tracking_uri": "http://mlflow.example", "run_url": RUN_URL}
+HAND_WRITTEN = pytest.mark.status_files_unchecked("hand-written status files of schema_version 1, some broken on "
+                                                  "purpose: what `status` must still read")
 
 
 def _iso(when: dt.datetime) -> str:
@@ -56,6 +58,7 @@ def _training(seconds_ago: float, **fields) -> dict:
     return _status("training", progress=progress, **fields)
 
 
+@HAND_WRITTEN
 def test_fresh_heartbeat_is_live(tmp_path):
     code, text = _show(_write(tmp_path, _training(20, heartbeat_interval=30)))
     assert code == EXIT_RUNNING
@@ -67,6 +70,7 @@ def test_fresh_heartbeat_is_live(tmp_path):
     assert code == EXIT_RUNNING, "the status's own interval decides, not the default 30 s"
 
 
+@HAND_WRITTEN
 def test_stale_heartbeat_says_what_it_probably_means(tmp_path):
     folder = _write(tmp_path, _training(61, heartbeat_interval=30))
     code, text = _show(folder)
@@ -79,12 +83,14 @@ def test_stale_heartbeat_says_what_it_probably_means(tmp_path):
     assert _show(folder, NOW - dt.timedelta(seconds=30))[0] == EXIT_RUNNING
 
 
+@HAND_WRITTEN
 def test_stale_uses_the_default_interval_and_reads_long_ages(tmp_path):
     code, text = _show(_write(tmp_path, _training(3 * 3600 + 120)))  # no heartbeat_interval: 30 s
     assert code == EXIT_STALE
     assert "STALE: the last heartbeat is 3 h 02 min old (expected every 30 s)." in text
 
 
+@HAND_WRITTEN
 @pytest.mark.parametrize("stage", ["training", "initializing"])
 def test_without_heartbeat_fields_it_cannot_tell(stage, tmp_path):
     code, text = _show(_write(tmp_path, _status(stage)))
@@ -93,6 +99,7 @@ def test_without_heartbeat_fields_it_cannot_tell(stage, tmp_path):
     assert f"stage: {stage}, since 2026-11-25T00:57:03Z (5 min ago)" in text
 
 
+@HAND_WRITTEN
 def test_completed(tmp_path):
     status = _status("completed", exit_code=0, tracking={"state": "ok", "pending": 0},
                      logging={"accepted": 52, "sent": 51, "pending": 0, "rejected": {"invalid name": 1},
@@ -106,6 +113,7 @@ def test_completed(tmp_path):
     assert "STALE" not in text, "a finished run is never stale"
 
 
+@HAND_WRITTEN
 @pytest.mark.parametrize("stage, exit_code", [("failed", 4), ("killed", 143)])
 def test_failed_and_killed(stage, exit_code, tmp_path):
     error = {"type": "UserCodeError" if stage == "failed" else "Killed", "message": "your training function raised",
@@ -120,6 +128,7 @@ def test_failed_and_killed(stage, exit_code, tmp_path):
     assert "    ValueError: bad shape" in text
 
 
+@HAND_WRITTEN
 def test_degraded_tracking_says_where_the_points_are_and_how_to_replay(tmp_path):
     tracking = {"state": "degraded", "pending": 8, "spool_uri": f"{tmp_path}/spool.jsonl",
                 "replay_command": f"trainer-runtime replay {tmp_path}"}
@@ -133,6 +142,7 @@ def test_degraded_tracking_says_where_the_points_are_and_how_to_replay(tmp_path)
     assert "logging: accepted 12, sent 4, pending 8, rejected 0, renamed 0" in text
 
 
+@HAND_WRITTEN
 def test_no_status_says_where_it_looked(tmp_path):
     model_run = tmp_path / "Trainer" / "model_run" / "7"
     code, text = _show(model_run)
@@ -141,6 +151,7 @@ def test_no_status_says_where_it_looked(tmp_path):
     assert f"{model_run}-mlflow/mlflow_status.json: not found" in text
 
 
+@HAND_WRITTEN
 def test_a_trainers_model_run_dir_finds_its_status_beside_it(tmp_path):
     model_run = tmp_path / "model_run" / "7"
     _write(Path(f"{model_run}-mlflow"), _status("completed", exit_code=0))
@@ -148,6 +159,7 @@ def test_a_trainers_model_run_dir_finds_its_status_beside_it(tmp_path):
     assert code == EXIT_COMPLETED and f"status: {model_run}-mlflow/mlflow_status.json" in text
 
 
+@HAND_WRITTEN
 def test_info_fills_in_a_status_written_before_the_run_existed_and_json_must_parse(tmp_path):
     status = _status("initializing", run_id=None, run_url=None, experiment_name=None)
     code, text = _show(_write(tmp_path / "a", status, info=None))

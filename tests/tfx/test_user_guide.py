@@ -1,5 +1,6 @@
 """The user guide's pipeline snippets, executed: compiled with the real KubeflowV2DagRunner, then
-replayed task by task as Vertex would run them (tests/harness/vertex_local.py)."""
+replayed task by task as Vertex would run them (tests/harness/vertex_local.py); and its status-reader
+snippets, run against status files in the storage emulator."""
 from __future__ import annotations
 
 import ast
@@ -25,11 +26,22 @@ EXECUTOR, FORWARDER = "custom_executor_spec", "default_commands"
 ONE_MACHINE, VERTEX_TRAINING = "single machine", "Vertex AI Training"
 WIRINGS = ((EXECUTOR, ONE_MACHINE), (FORWARDER, ONE_MACHINE), (EXECUTOR, VERTEX_TRAINING), (FORWARDER, VERTEX_TRAINING))
 ENTRYPOINT = 'default_commands=["python", "/opt/trainer-runtime/entrypoint.py"]'
+#: what marks a python block that reads status files (for platforms) rather than wiring a Trainer
+READER = "from trainer_runtime.status import"
+
+
+def python_blocks(text: str | None = None) -> list[str]:
+    text = (REPO / "docs" / "user-guide.md").read_text() if text is None else text
+    return re.findall(r"```python\n(.*?)```", text, re.S)
 
 
 def snippets(text: str | None = None) -> list[str]:
-    text = (REPO / "docs" / "user-guide.md").read_text() if text is None else text
-    return re.findall(r"```python\n(.*?)```", text, re.S)
+    """The guide's pipeline blocks: every python block but the status readers."""
+    return [code for code in python_blocks(text) if READER not in code]
+
+
+def reader_snippets(text: str | None = None) -> list[str]:
+    return [code for code in python_blocks(text) if READER in code]
 
 
 def wiring_of(code: str) -> tuple[str, str]:
@@ -248,3 +260,38 @@ def test_vertex_training_default_commands_snippet_swaps_the_launcher(mlflow_serv
     assert trainer_run.returncode == 0, trainer_run.stderr[-4000:]
     assert f"with executor {TRACKED_LAUNCHER}" in trainer_run.stderr
     _assert_custom_job(jobs)
+
+
+def test_the_status_reader_snippets_on_gcs(gcs, capsys):
+    """The platform's side: read one run (failed, a worker failed first, tracking degraded) and list the
+    last trainings under a pipeline root, newest first, on the storage emulator."""
+    from trainer_runtime.status.reporter import utc_now
+    from trainer_runtime.status.storage import GcsDir
+
+    root = f"gs://{gcs}/guide/{uuid.uuid4().hex[:8]}/pipeline-root"
+    job = f"{root}/123456/recommender-20261125"
+    tracking = {"state": "degraded", "pending": 8, "replay_command": f"trainer-runtime replay {job}/Trainer_2/x"}
+    ended = {"Trainer_1": ("completed", "2026-11-24T10:00:00.000Z", None),
+             "Trainer_2": ("failed", "2026-11-25T10:00:00.000Z", {"type": "UserCodeError", "message": "bad shape",
+                                                                  "hint": "fix model.py"}),
+             "Trainer_3": ("training", utc_now(), None)}
+    for task, (stage, at, error) in ended.items():
+        status_dir = GcsDir(f"{job}/{task}/model_run-mlflow")
+        status_dir.write_text("mlflow_status.json", json.dumps({
+            "schema_version": 2, "stage": stage, "timestamps": {stage: at}, "error": error, "tracking": tracking,
+            "exit_code": 4 if error else None, "run_url": f"https://mlflow.example/#/runs/{task}"}))
+    GcsDir(f"{job}/Trainer_2/model_run-mlflow").write_text("mlflow_status.worker-1.json", json.dumps(
+        {"schema_version": 2, "stage": "failed", "exit_code": 10, "replica": "worker-1"}))
+    [one, latest] = reader_snippets()
+    exec(compile(one.replace("gs://my-bucket/pipeline-root/…/Trainer_123/model_run", f"{job}/Trainer_2/model_run"),
+                 "user-guide reader block 0", "exec"), {})
+    assert capsys.readouterr().out.splitlines() == [
+        "failed 4 https://mlflow.example/#/runs/Trainer_2 fix model.py",
+        f"8 points are not on the server: trainer-runtime replay {job}/Trainer_2/x", "worker-1 failed 10 "]
+    exec(compile(latest.replace("gs://my-bucket/pipeline-root", root), "user-guide reader block 1", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" ")[1:4] for line in lines] == [
+        ["running", f"{job}/Trainer_3/model_run-mlflow", ""], ["failed", f"{job}/Trainer_2/model_run-mlflow",
+                                                               "UserCodeError"],
+        ["completed", f"{job}/Trainer_1/model_run-mlflow", ""]]
+    assert lines[1].endswith(" UserCodeError worker-1") and lines[2].startswith("2026-11-24T10:00:00+00:00 ")

@@ -38,9 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser("doctor", help="run every preflight check without training")
     _add_config_flags(doctor)
-    status = sub.add_parser("status", help="print a run's status files for a person; say when it is stale",
+    status = sub.add_parser("status", help="print a run's status files (and its replicas') for a person, or "
+                                           "as JSON; say when it is stale",
                             description=_exit_codes("status"))
     status.add_argument("target", help="the status dir (local or gs://bucket/prefix), or a TFX model_run dir")
+    status.add_argument("--json", action="store_true", dest="as_json",
+                        help="print the status as one JSON object for machines (trainer_runtime.status.StatusView; "
+                             "{\"found\": false, ...} when there is none), with the same exit codes")
     replay = sub.add_parser("replay", help="send what a degraded run left in its spool, and close the run",
                             description=_exit_codes("replay"))
     replay.add_argument("target", help="the status dir (local or gs://bucket/prefix) with mlflow_spool.jsonl, "
@@ -95,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         from trainer_runtime.status.view import show_status
 
-        return show_status(args.target, sys.stdout)
+        return show_status(args.target, sys.stdout, as_json=args.as_json)
     if args.command == "doctor":
         from trainer_runtime.commands.doctor import run_doctor
 

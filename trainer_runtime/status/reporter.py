@@ -1,6 +1,7 @@
 """mlflow_status.json and mlflow_info.json: what the platform reads to learn a run's fate.
 
-Stages: initializing -> initialized -> training -> completed | failed | killed.
+Stages: initializing -> initialized -> training -> completed | failed | killed. Every field
+written is declared in ``contract``, whose schemas are published in docs/schemas/.
 mlflow_info.json is written as soon as the run exists. A failed write during a
 run is logged and never hides the error that ended the run; only the very first
 write (before training) is fatal, so nobody trains with an unwritable destination.
@@ -17,14 +18,16 @@ from typing import Any, Callable
 from trainer_runtime import __version__
 from trainer_runtime.core.errors import StatusWriteError
 from trainer_runtime.core.redact import redact_tree, strip_credentials
+from trainer_runtime.status import contract
 from trainer_runtime.status.storage import TextDir
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+#: the contract's version (``contract``), which every status file this runtime writes says
+SCHEMA_VERSION = contract.SCHEMA_VERSION
 STATUS_FILE = "mlflow_status.json"
 INFO_FILE = "mlflow_info.json"
-TERMINAL = ("completed", "failed", "killed")
+TERMINAL = contract.TERMINAL
 #: a heartbeat write gives up quickly: the next one comes soon, and a close may be waiting for it.
 HEARTBEAT_WRITE_SECONDS = 5.0
 

@@ -48,6 +48,8 @@ class TextDir(Protocol):
 
     def list_names(self, prefix: str = "") -> list[str]: ...
 
+    def dirs_with(self, name: str) -> list["TextDir"]: ...
+
     def describe(self) -> str: ...
 
 
@@ -86,6 +88,10 @@ class LocalDir:
         except FileNotFoundError:
             return []
         return sorted(n for n in entries if n.startswith(prefix) and os.path.isfile(os.path.join(self.path, n)))
+
+    def dirs_with(self, name: str) -> list[TextDir]:
+        """Every dir at any depth below this one (itself included) holding a file called ``name``, by path."""
+        return [LocalDir(top) for top, _, files in sorted(os.walk(self.path)) if name in files]
 
     def _replace(self, name: str, fill: Callable[[Any], None]) -> str:
         target = os.path.join(self.path, name)
@@ -172,6 +178,24 @@ class GcsDir:
             raise FileNotFoundError(f"bucket gs://{self.bucket} does not exist") from exc
         except Exception as exc:
             raise _read_error(self.describe(), self.bucket, exc) from exc
+
+    def dirs_with(self, name: str) -> list[TextDir]:
+        """Every prefix at any depth below this one (itself included) holding an object called ``name``,
+        by path; they share this one's client. The bucket matches the names (``matchGlob``), so a
+        pipeline root's many other objects are not listed."""
+        from google.api_core import exceptions as api_exceptions
+
+        base = f"{self.prefix}/" if self.prefix else ""
+        try:
+            blobs = self._get_client().list_blobs(self.bucket, prefix=base, match_glob=f"{base}**{name}",
+                                                  timeout=REQUEST_TIMEOUT)
+            keys = sorted(b.name for b in blobs)
+        except api_exceptions.NotFound as exc:
+            raise FileNotFoundError(f"bucket gs://{self.bucket} does not exist") from exc
+        except Exception as exc:
+            raise _read_error(self.describe(), self.bucket, exc) from exc
+        return [GcsDir(f"gs://{self.bucket}/{key[:-len(name)]}", self._get_client)
+                for key in keys if key == base + name or key.endswith("/" + name)]
 
     def _uri(self, name: str) -> str:
         return f"{self.describe()}/{name}"
