@@ -17,6 +17,13 @@ UV_VERSION := 0.13.9
 LOCK_FLAGS := --python-version 3.10 --python-platform x86_64-manylinux_2_28 \
 	--generate-hashes --no-header --quiet
 
+# The other supported bases: bases/tfx-<version>/ holds each one's pins (from TFX's own build files,
+# devtools/base_pins.py), requirements.in and hash-locked requirements.lock. Their wheels (tfx-bsl, TFDV,
+# ml-metadata) are manylinux_2_39, so they resolve for that platform.
+OTHER_BASES := 1.17.3 1.21.0
+BASE_LOCK_FLAGS := --python-version 3.10 --python-platform x86_64-manylinux_2_39 \
+	--generate-hashes --no-header --quiet
+
 # Python 3.10 (TFX 1.16 needs <3.11): pyenv's, else whatever is on PATH.
 PYTHON310 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10.*/bin/python3.10) \
 	$(shell command -v python3.10 2>/dev/null))
@@ -93,6 +100,11 @@ lock: | $(UV)
 	$(UV) pip compile $(LOCK_FLAGS) requirements-dev.in -c requirements.lock -o requirements-dev.lock
 	$(UV) pip compile $(LOCK_FLAGS) requirements-tools.in -o requirements-tools.lock
 	@echo "==> locked $$(grep -c '^[A-Za-z]' requirements.lock) runtime packages"
+	for v in $(OTHER_BASES); do \
+		$(UV) pip compile $(BASE_LOCK_FLAGS) bases/tfx-$$v/requirements.in -c bases/tfx-$$v/pins.txt \
+			-o bases/tfx-$$v/requirements.lock && \
+		echo "==> locked $$(grep -c '^[A-Za-z]' bases/tfx-$$v/requirements.lock) packages on TFX $$v" || exit 1; \
+	done
 
 # The fault suite (tests/faults) spends most of its ~10 minutes waiting on outages and
 # paced epochs, so a full run starts it beside the rest of the suite rather than after it.
