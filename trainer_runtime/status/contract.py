@@ -175,8 +175,9 @@ CHIEF_FIELDS = (
                            reason=STR),
           "the Trainer's inputs logged as MLflow datasets (`{state, names}`, or `failed` with a `reason`)"),
     Field("system_metrics", _obj("interval", "samples", "gpu", interval=SECONDS, samples=COUNT,
-                                 gpu={"type": "boolean"}),
-          "the system-metrics sampler (`{interval, samples, gpu}`)"),
+                                 gpu={"type": "boolean"}, gpu_devices=COUNT, gpu_off=STR),
+          "the system-metrics sampler (`{interval, samples, gpu}`; `gpu_devices` when NVML found GPUs, "
+          "`gpu_off` saying why there are no GPU metrics otherwise)"),
     Field("replicas", _map(_obj("stage", stage=STR_OR_NULL, exit_code={"type": ["integer", "null"]},
                                 error={"type": ["object", "null"], "properties": {"type": STR_OR_NULL,
                                                                                    "message": STR_OR_NULL}},

@@ -10,8 +10,12 @@ run, on the close path). Here each sample is one non-blocking
 ``MetricsLogger.log_metrics`` (spooled, bounded, counted like the training's
 points), and the thread is stopped and joined, briefly, before the logger closes.
 
-GPU metrics need ``nvidia-ml-py`` (``pynvml``), which the image does not ship
-(it is not among the locked pins); without it MLflow's monitor is skipped.
+GPU metrics come from MLflow's ``GPUMonitor`` on NVML (``nvidia-ml-py``, in every
+base's lock): it samples ``system/gpu_<i>_utilization_percentage``, memory, power…
+for each device, and starts only when NVML initializes and counts at least one
+device. Otherwise the sampler runs without it and says why, once in the log and
+in the status (``system_metrics.gpu_off``): no NVML bindings, no driver (the
+library is not found: a CPU machine), or no device.
 """
 from __future__ import annotations
 
@@ -26,31 +30,47 @@ PREFIX = "system/"
 JOIN_SECONDS = 1.0
 
 
-def monitors() -> list[Any]:
-    """MLflow's CPU/memory, disk and network monitors, plus its GPU monitor when NVML answers."""
-    from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
-    from mlflow.system_metrics.metrics.disk_monitor import DiskMonitor
-    from mlflow.system_metrics.metrics.network_monitor import NetworkMonitor
-
-    found: list[Any] = [CPUMonitor(), DiskMonitor(), NetworkMonitor()]
+def gpu_monitor() -> tuple[Any | None, str | None]:
+    """MLflow's GPU monitor and None, or None and why there is none (for the log and the status)."""
+    try:
+        import pynvml  # noqa: F401 - nvidia-ml-py; MLflow's monitor needs it imported
+    except ImportError:
+        return None, "nvidia-ml-py (pynvml) is not installed"
     try:
         from mlflow.system_metrics.metrics.gpu_monitor import GPUMonitor
 
-        found.append(GPUMonitor())
-    except Exception as exc:  # noqa: BLE001 - no pynvml or no GPU: nothing to sample
-        log.debug("no GPU metrics: %s", exc)
-    return found
+        monitor = GPUMonitor()
+    except Exception as exc:  # noqa: BLE001 - NVML's own error says why (no driver library, no device)
+        return None, f"NVML did not initialize: {_first_line(exc)}"
+    if not monitor.num_gpus:
+        return None, "NVML found no GPU device"
+    return monitor, None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 class SystemMetrics:
     """Samples every ``interval`` seconds into ``logger`` (a MetricsLogger) until ``stop``."""
 
     def __init__(self, logger: Any, interval: float, first_step: int = 0) -> None:
+        from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
+        from mlflow.system_metrics.metrics.disk_monitor import DiskMonitor
+        from mlflow.system_metrics.metrics.network_monitor import NetworkMonitor
+
         self._logger = logger
         self.interval = interval
         self.step = first_step
         self.samples = 0
-        self._monitors = monitors()
+        gpu, self.gpu_off = gpu_monitor()
+        self.gpu_devices = gpu.num_gpus if gpu is not None else 0
+        self._monitors = [CPUMonitor(), DiskMonitor(), NetworkMonitor(), *([gpu] if gpu is not None else [])]
+        if gpu is not None:
+            log.info("system metrics every %gs, with %d GPU(s)", interval, self.gpu_devices)
+        else:
+            log.info("system metrics every %gs, without GPU metrics: %s", interval, self.gpu_off)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -85,8 +105,12 @@ class SystemMetrics:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=max(0.0, timeout))
-        return {"interval": self.interval, "samples": self.samples,
-                "gpu": any(type(m).__name__ == "GPUMonitor" for m in self._monitors)}
+        found: dict[str, Any] = {"interval": self.interval, "samples": self.samples, "gpu": self.gpu_devices > 0}
+        if self.gpu_devices:
+            found["gpu_devices"] = self.gpu_devices
+        else:
+            found["gpu_off"] = self.gpu_off
+        return found
 
 
 def start(ctx: Any) -> SystemMetrics | None:
