@@ -211,3 +211,70 @@ def test_the_callback_takes_tensor_logs_so_keras_never_syncs_a_step_for_it():
     assert callback._supports_tf_logs is True
     callbacks = tf_keras.callbacks.CallbackList([callback])
     assert callbacks._supports_tf_logs is True
+
+
+# --- a Keras that user code imports after the hook went in --------------------------------------
+LATE_IMPORT = r"""
+import json, sys
+import numpy as np
+from trainer_runtime.training import keras_hook
+from trainer_runtime.training.keras_callback import CallbackCore
+
+class Recorder:
+    def __init__(self):
+        self.metrics = []
+    def log_params(self, params):
+        pass
+    def log_metrics(self, metrics, step, prefix=""):
+        self.metrics.append((prefix, step, sorted(metrics)))
+
+recorder = Recorder()
+core = CallbackCore(recorder, every_n_steps=1)
+before = sorted(n for n in keras_hook.KERAS_NAMES if n in sys.modules)
+with keras_hook.installed(core):
+    import {late} as late_keras  # what user code in a run_fn does, after the runtime hooked fit
+    model = late_keras.Sequential([late_keras.Input((4,)), late_keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.ones((32, 4)), np.ones((32, 1)), epochs=2, batch_size=16, verbose=0)
+print(json.dumps({{"before": before, "fits": core.fits, "metrics": recorder.metrics,
+                  "unhooked": late_keras.Model.fit.__module__}}))
+"""
+
+
+@pytest.mark.parametrize("legacy,late", [("1", "keras"), ("", "tf_keras")],
+                         ids=["TF_USE_LEGACY_KERAS=1, user imports keras (Keras 3)",
+                              "TF_USE_LEGACY_KERAS unset, user imports tf_keras"])
+def test_a_keras_user_code_imports_after_the_hook_still_gets_the_callback(legacy, late):
+    """On the 1.17/1.21 bases TF_USE_LEGACY_KERAS=1 is set, and modern code imports `keras` (Keras 3); or the
+    variable is unset and code imports tf_keras. Each fit is logged (epochs and, every step, steps), in a
+    fresh interpreter where that Keras was not imported when the hook went in; afterwards fit is restored."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TF_USE_LEGACY_KERAS=legacy, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", LATE_IMPORT.format(late=late)], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert late not in found["before"], "the test must import that Keras only after the hook is in"
+    assert found["fits"] == 1
+    epochs = [(step, keys) for prefix, step, keys in found["metrics"] if prefix == ""]
+    steps = [step for prefix, step, keys in found["metrics"] if prefix == "step/"]
+    assert epochs == [(0, ["loss"]), (1, ["loss"])] and steps == [1, 2, 3, 4]
+    assert not found["unhooked"].startswith("trainer_runtime"), "fit restored after the hook"
+
+
+@pytest.mark.parametrize("module_name", ["tf_keras", "keras"])
+def test_step_logging_under_each_keras(module_name, new_run):
+    import importlib
+
+    keras = importlib.import_module(module_name)
+    client, run_id = new_run
+    logger = new_logger(client, run_id)
+    with keras_hook.installed(CallbackCore(logger, every_n_steps=2), [keras]):
+        _fit(keras, epochs=2)  # 48 train rows / 16 = 3 steps per epoch -> 6 steps
+    logger.close(Deadline(30))
+    assert _steps(client, run_id, "step/loss") == [2, 4, 6]
+    assert _steps(client, run_id, "loss") == [0, 1]
