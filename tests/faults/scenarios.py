@@ -265,10 +265,15 @@ def user_code_scenarios() -> list[Scenario]:
             rows.append(Scenario(f"user code: {name} ({wiring})", drive, wiring=wiring, epochs=steps,
                                  epoch_seconds=PACE, loop=True, env={**env, "FAULT_USER": user}, expect=expect, after=after,
                                  timeout=steps * PACE + 400))
-    rows.append(Scenario(f"user code: 20 more points a step through a {USER_BURST_OUTAGE} s outage (standalone)",
-                         outage(USER_BURST_OUTAGE, after_epoch=20), epochs=steps_for(USER_BURST_OUTAGE) + 1200,
-                         epoch_seconds=PACE, loop=True, env={**env, "FAULT_USER": "burst"}, expect=ok,
-                         timeout=(steps_for(USER_BURST_OUTAGE) + 1200) * PACE + 400))
+    # A backlog that outlasts the training: ~126,000 points pile up (RAM window, spool), the close keeps them,
+    # replay lands them exactly once. (It healed 120 s before the end once, and whether the server drained the
+    # backlog by then depended on the machine's load: 33,377 still pending under make test's, 0 when quiet.)
+    burst_steps = steps_for(USER_BURST_OUTAGE)
+    rows.append(Scenario(f"user code: 20 more points a step, down from step 20 for {USER_BURST_OUTAGE} s to the end "
+                         "(standalone)", down_from_step(20), epochs=burst_steps, epoch_seconds=PACE, loop=True,
+                         env={**env, "FAULT_USER": "burst"},
+                         expect=dict(stage="completed", exit_code=0, tracking="degraded", close_budget=fit),
+                         after=user_replay_twice, timeout=burst_steps * PACE + 900))
     for name, drive, steps, user in (
             ("outage 10 s mid-training", outage(10, after_epoch=20), steps_for(10), ""),
             ("outage 60 s mid-training", outage(60, after_epoch=20), steps_for(60), ""),
