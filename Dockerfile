@@ -8,12 +8,23 @@ ENV TF_USE_LEGACY_KERAS=1 \
     PYTHONUNBUFFERED=1 \
     TF_CPP_MIN_LOG_LEVEL=1
 
-# Dependencies first, in their own layer: they change only with the lock.
-# The lock was resolved together with TFX under the base image's pins, so pip
-# reinstalls almost nothing; a conflict fails here, at build time.
-COPY requirements.lock /opt/trainer-runtime/requirements.lock
-RUN python -m pip install --no-cache-dir --require-hashes -r /opt/trainer-runtime/requirements.lock && \
-    python -m pip check
+# Dependencies first, in their own layer: they change only with the locks.
+# Each base has its own lock, resolved together with its TFX under that base's
+# pins (bases/README.md), so pip reinstalls almost nothing; a conflict fails here,
+# at build time, and so does a TFX_VERSION no lock is made for.
+ARG TFX_VERSION=1.16.0
+COPY requirements.lock /opt/trainer-runtime/locks/tfx-1.16.0.lock
+COPY bases/tfx-1.17.3/requirements.lock /opt/trainer-runtime/locks/tfx-1.17.3.lock
+COPY bases/tfx-1.21.0/requirements.lock /opt/trainer-runtime/locks/tfx-1.21.0.lock
+RUN lock="/opt/trainer-runtime/locks/tfx-${TFX_VERSION}.lock" && \
+    if [ ! -f "$lock" ]; then \
+      echo "no lock for TFX ${TFX_VERSION}; the locks made (bases/README.md): $(echo /opt/trainer-runtime/locks/tfx-*.lock)" >&2; \
+      exit 1; \
+    fi && \
+    python -m pip install --no-cache-dir --require-hashes -r "$lock" && \
+    python -m pip check && \
+    mv "$lock" /opt/trainer-runtime/requirements.lock && \
+    rm -rf /opt/trainer-runtime/locks
 
 # Version metadata after the dependency layer, so a new tag or commit reuses it.
 ARG VERSION=dev

@@ -50,6 +50,27 @@ def test_structure_tests_pass(product_image):
     assert "FAIL" not in out.stdout.split("RESULTS")[-1].replace("Failures: 0", "")
 
 
+@pytest.mark.slow
+@pytest.mark.docker
+@pytest.mark.timeout(2700)
+def test_a_tfx_version_without_a_lock_is_refused_at_build_time(standin_base):
+    """`--build-arg TFX_VERSION` picks the base's lock; a version no lock is made for fails the build with
+    the locks there are, not with an image that reinstalls another TFX's pins over the base. (A base of that
+    version is the stand-in under another tag: the refusal comes before anything is installed.)"""
+    unsupported = "gcr.io/tfx-oss-public/tfx:1.15.0"
+    subprocess.run(["docker", "tag", standin_base, unsupported], check=True, capture_output=True)
+    try:
+        out = subprocess.run(["docker", "build", "--network", "host", "--build-arg", "TFX_VERSION=1.15.0",
+                              "-t", "trainer-runtime:refused", "."], cwd=REPO, capture_output=True, text=True,
+                             env=dict(os.environ, DOCKER_BUILDKIT="0"), timeout=900)
+    finally:
+        subprocess.run(["docker", "rmi", unsupported], capture_output=True)
+    assert out.returncode != 0
+    said = out.stdout + out.stderr
+    assert "no lock for TFX 1.15.0; the locks made (bases/README.md): /opt/trainer-runtime/locks/tfx-1.16.0.lock " \
+           "/opt/trainer-runtime/locks/tfx-1.17.3.lock /opt/trainer-runtime/locks/tfx-1.21.0.lock" in said, said[-3000:]
+
+
 def _docker_run(*args, timeout=900):
     return subprocess.run(["docker", "run", "--rm", "--network", "host", *args], capture_output=True,
                           text=True, timeout=timeout)
