@@ -49,7 +49,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 PYTEST_ARGS ?=
 
-.PHONY: help env lock test demo docs clean-cache bench bench-docs bench-memory reliability
+.PHONY: help env lock test demo docs clean-cache bench bench-sink bench-docs bench-memory reliability
 
 help:
 	@echo "make demo   run a real TFX pipeline through the runtime, tracked in MLflow"
@@ -58,6 +58,7 @@ help:
 	@echo "make docs   regenerate the generated tables (config, exit codes) in the docs"
 	@echo "make reliability  rerun the fault suite (tests/faults) and rewrite docs/reliability.md"
 	@echo "make bench  run the benchmarks in bench/ (QUICK=1: a few minutes) and regenerate docs/performance.md"
+	@echo "make bench-sink  only the null-sink rows (the client's own cost) and the MLflow server's sizing"
 	@echo "make bench-memory  measure RSS growth per million pending points and regenerate docs/memory.md"
 
 $(UV):
@@ -134,6 +135,10 @@ bench: env
 	cd $(CURDIR) && $(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 # RSS growth per million pending points, the spool's RAM window against none (a few minutes).
+# Only the null-sink rows and the server sizing (bench/sink.py): bench/results/sink/, docs regenerated.
+bench-sink: env
+	cd $(CURDIR) && $(PY) -m bench --only sink $(if $(QUICK),--quick) $(BENCH_ARGS)
+
 bench-memory: env
 	cd $(CURDIR) && $(PY) -m bench.memory --write
 

@@ -21,8 +21,11 @@ from .configs import CONFIGS
 from .spawn import REPO, run_worker
 from .workload import FULL, QUICK
 
-SECTIONS = ("image", "startup", "overhead", "outage")
+SECTIONS = ("image", "startup", "overhead", "outage", "sink")
 RESULTS = REPO / "bench" / "results"
+#: a run of the sink section alone (`make bench-sink`): its own results, which docs/performance.md
+#: reads for that section beside the newest full run
+SINK_RESULTS = RESULTS / "sink"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -132,16 +135,21 @@ def main(argv: list[str] | None = None) -> int:
 
         print("outages: kill/restart and SIGSTOP/SIGCONT of the server after epoch 2", flush=True)
         results["outage"] = run_outages(workdir / "outage", base_task, args.quick, rng)
+    if "sink" in sections:
+        from .sink import run_sink
+
+        print("sink: every client against a null sink, then one MLflow server sized", flush=True)
+        results["sink"] = run_sink(workdir / "sink", base_task, sets, rng, args.quick)
     results["load_average"]["end"] = machine.load_average()
     results["duration_s"] = round(time.time() - started, 1)
     results["summary"] = summary.summarize(results)
-    out = args.out or (workdir if args.only else RESULTS)
+    out = args.out or (SINK_RESULTS if sections == ["sink"] else workdir if args.only else RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{time.strftime('%Y-%m-%d', time.localtime(started))}{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     print()
     print(report.console_summary(results, path))
-    if not args.no_docs and out.resolve() == RESULTS:
+    if not args.no_docs and out.resolve() in (RESULTS, SINK_RESULTS):
         print(report.generate())
     return 0
 

@@ -25,8 +25,9 @@ class Config:
         if self.family in ("none", "ideal"):
             return None
         step_logs = workload.steps // self.every_n_steps if self.every_n_steps else 0
-        # MlflowCallback logs either epochs or steps; the runtime logs epochs and, if asked, steps too.
-        epoch_logs = workload.epochs if self.family == "runtime" or not self.every_n_steps else 0
+        # MlflowCallback logs either epochs or steps; the runtime logs epochs and, if asked, steps too (its
+        # fluent row: the runtime's per-epoch callback plus the loop's own per-step calls).
+        epoch_logs = workload.epochs if self.family.startswith("runtime") or not self.every_n_steps else 0
         return (step_logs + epoch_logs) * metrics_per_log
 
 
@@ -41,7 +42,23 @@ CONFIGS = (
     Config("runtime-step1", "runtime", 1, "this runtime, every step"),
     Config("sync-step", "sync", 1, "synchronous POST per metric, every step"),
 )
-BY_NAME = {c.name: c for c in CONFIGS}
+
+#: Against the null sink (bench/sink.py): the client's own cost, with the server's taken out. The fluent rows
+#: are a custom loop's ``mlflow.log_metric`` per metric per step: MLflow's client (synchronous, and
+#: ``synchronous=False``) and the same calls inside a tracked run, where the runtime routes them.
+SINK_CONFIGS = (
+    Config("none", "none", 0, "no tracking"),
+    Config("mlflow-epoch", "mlflow", 0, "MLflow MlflowCallback, per epoch"),
+    Config("mlflow-step", "mlflow", 1, "MLflow MlflowCallback, every step"),
+    Config("mlflow-fluent-step", "mlflow-fluent", 1, "MLflow fluent log_metric per metric, every step"),
+    Config("mlflow-fluent-async-step", "mlflow-fluent-async", 1,
+           "MLflow fluent log_metric(synchronous=False) per metric, every step"),
+    Config("runtime-epoch", "runtime", 0, "this runtime, per epoch (default)"),
+    Config("runtime-step1", "runtime", 1, "this runtime, every step"),
+    Config("runtime-fluent-step", "runtime-fluent", 1,
+           "this runtime, MLflow's fluent log_metric per metric every step, routed"),
+)
+BY_NAME = {c.name: c for c in (*CONFIGS, *SINK_CONFIGS)}
 
 #: The configurations put through outages. The synchronous client is left out: it blocks
 #: training for MLflow's whole retry budget on every metric, so one outage run takes hours.
@@ -49,7 +66,7 @@ OUTAGE_CONFIGS = ("mlflow-epoch", "mlflow-step", "runtime-epoch", "runtime-step1
 
 
 @functools.lru_cache(maxsize=None)
-def _classes(base: type) -> tuple[type, type]:
+def _classes(base: type) -> tuple[type, type, type]:
     class IdealCallback(base):  # type: ignore[misc, valid-type]
         """The floor: hand the logs off (a dict copy into a list), as tensors, nothing else."""
 
@@ -84,7 +101,34 @@ def _classes(base: type) -> tuple[type, type]:
             for key, value in (logs or {}).items():
                 self.client.log_metric(self.run_id, key, float(value), step=self.step)
 
-    return IdealCallback, SyncPerMetric
+    class FluentPerMetric(base):  # type: ignore[misc, valid-type]
+        """A custom loop's logging: ``mlflow.log_metric`` per metric per step, each call timed on the
+        training thread (``seconds``/``calls``)."""
+
+        def __init__(self, synchronous: bool | None) -> None:
+            super().__init__()
+            import mlflow
+
+            self.log_metric, self.synchronous = mlflow.log_metric, synchronous
+            self.step, self.calls, self.seconds = 0, 0, 0.0
+
+        def on_train_batch_end(self, batch, logs=None):
+            import time
+
+            self.step += 1
+            kwargs = {} if self.synchronous is None else {"synchronous": self.synchronous}
+            for key, value in (logs or {}).items():
+                value = float(value)
+                started = time.perf_counter()
+                self.log_metric(key, value, step=self.step, **kwargs)
+                self.seconds += time.perf_counter() - started
+                self.calls += 1
+
+    return IdealCallback, SyncPerMetric, FluentPerMetric
+
+
+def fluent_callback(base: type, synchronous: bool | None) -> Any:
+    return _classes(base)[2](synchronous)
 
 
 def ideal_callback(base: type, per_step: bool) -> Any:

@@ -103,7 +103,23 @@ def run_config(config: Config, workload: Workload, data: Any, uri: str, probes: 
         result["runtime_status"] = marks["runtime_status"]
     if "pending_at_fit_end" in marks:
         result["pending_at_fit_end"] = marks["pending_at_fit_end"]
+    fluent = marks.get("fluent")
+    if fluent is not None and fluent.calls:
+        result["fluent_calls"] = fluent.calls
+        result["fluent_us_per_call"] = 1e6 * fluent.seconds / fluent.calls
     return result
+
+
+def count_sink_points(uri: str, run_id: str | None) -> dict[str, int]:
+    """What the null sink counted for the run (``bench/sink_server.py``): distinct (key, step) of the fit's
+    metrics and raw rows, as :func:`count_points` reads them from a real server."""
+    import urllib.request
+
+    if not run_id:
+        return {"points_present": 0, "points_raw": 0}
+    with urllib.request.urlopen(f"{uri}/__sink__", timeout=10) as reply:
+        found = json.loads(reply.read())["points"].get(run_id) or {}
+    return {"points_present": found.get("distinct_fit", 0), "points_raw": found.get("raw", 0)}
 
 
 def count_points(uri: str, run_id: str | None) -> dict[str, int]:
@@ -155,6 +171,36 @@ def _mlflow(config, uri, fit, callbacks, base, workdir, marks):
     return run.info.run_id
 
 
+def _mlflow_fluent(config, uri, fit, callbacks, base, workdir, marks, synchronous=None):
+    """A custom loop on MLflow's fluent API: ``start_run``, ``log_metric`` per metric per step, ``end_run``."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(EXPERIMENT)
+    run = mlflow.start_run(run_name=config.name)
+    marks["run_id"] = run.info.run_id
+    status = "FAILED"
+    try:
+        marks["fluent"] = configs.fluent_callback(base, synchronous)
+        callbacks.append(marks["fluent"])
+        fit()
+        status = "FINISHED"
+    finally:
+        mlflow.end_run(status)  # with synchronous=False: waits for MLflow's async queue to drain
+    return run.info.run_id
+
+
+def _mlflow_fluent_async(config, uri, fit, callbacks, base, workdir, marks):
+    return _mlflow_fluent(config, uri, fit, callbacks, base, workdir, marks, synchronous=False)
+
+
+def _runtime_fluent(config, uri, fit, callbacks, base, workdir, marks):
+    """The same loop inside a tracked run: the runtime routes ``mlflow.log_metric`` through its spool."""
+    marks["fluent"] = configs.fluent_callback(base, None)
+    callbacks.append(marks["fluent"])
+    return _runtime(config, uri, fit, callbacks, base, workdir, marks)
+
+
 def _runtime(config, uri, fit, callbacks, base, workdir, marks):
     from trainer_runtime.core.config import load_config
     from trainer_runtime.run.deps import Deps
@@ -164,7 +210,8 @@ def _runtime(config, uri, fit, callbacks, base, workdir, marks):
     status_dir = workdir / "status" / f"{config.name}-{time.time_ns()}"
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": EXPERIMENT,
            "TRAINER_RUNTIME_RUN_NAME": config.name, "TRAINER_RUNTIME_STATUS_DIR": str(status_dir),
-           "TRAINER_RUNTIME_LOG_EVERY_N_STEPS": str(config.every_n_steps)}
+           # the fluent row's steps come from the loop's own calls; the runtime's callback logs epochs
+           "TRAINER_RUNTIME_LOG_EVERY_N_STEPS": str(0 if config.family == "runtime-fluent" else config.every_n_steps)}
 
     spool_in(env, workdir)
 
@@ -218,4 +265,6 @@ def _sync(config, uri, fit, callbacks, base, workdir, marks):
 
 
 _RUNNERS: dict[str, Callable[..., str | None]] = {
-    "none": _none, "ideal": _ideal, "mlflow": _mlflow, "runtime": _runtime, "sync": _sync}
+    "none": _none, "ideal": _ideal, "mlflow": _mlflow, "runtime": _runtime, "sync": _sync,
+    "mlflow-fluent": _mlflow_fluent, "mlflow-fluent-async": _mlflow_fluent_async,
+    "runtime-fluent": _runtime_fluent}

@@ -24,6 +24,7 @@ from .markdown import num, render
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
+SINK_RESULTS = RESULTS / "sink"
 DOC = REPO / "docs" / "performance.md"
 PLOT = REPO / "docs" / "performance.png"
 PLOT_KEY = "Source"
@@ -34,6 +35,23 @@ def newest_results(folder: Path = RESULTS) -> Path:
     if not files:
         raise FileNotFoundError(f"no results in {folder}: run `make bench` (or `make bench QUICK=1`)")
     return max(files, key=lambda p: (json.loads(p.read_text()).get("started_at", ""), p.name))
+
+
+def newest_sink_results(main: Path) -> Path | None:
+    """The run the sink section comes from: a `make bench-sink` run in bench/results/sink newer than the
+    full run ``main`` (None: ``main``'s own sink section, or none)."""
+    started = json.loads(main.read_text()).get("started_at", "")
+    runs = [(json.loads(p.read_text()).get("started_at", ""), p.name, p) for p in SINK_RESULTS.glob("*.json")]
+    newest = max(runs, default=None)
+    if newest is None or (newest[0] <= started and "sink" in json.loads(main.read_text())):
+        return None
+    return newest[2]
+
+
+def _render(path: Path) -> str:
+    sink = newest_sink_results(path)
+    return render(json.loads(path.read_text()), source_id(path),
+                  json.loads(sink.read_text()) if sink else None, source_id(sink) if sink else None)
 
 
 def source_id(path: Path) -> str:
@@ -74,16 +92,20 @@ def plot(results_path: Path, out: Path = PLOT) -> str:
 
 def generate(results_path: Path | None = None) -> str:
     path = results_path or newest_results()
-    DOC.write_text(render(json.loads(path.read_text()), source_id(path)))
-    return f"wrote {DOC.relative_to(REPO)} from {path.relative_to(REPO)}; {plot(path)}"
+    DOC.write_text(_render(path))
+    sink = newest_sink_results(path)
+    return (f"wrote {DOC.relative_to(REPO)} from {path.relative_to(REPO)}"
+            + (f" and {sink.relative_to(REPO)}" if sink else "") + f"; {plot(path)}")
 
 
 def stale(results_path: Path | None = None) -> list[str]:
     """Why the generated docs do not match the newest results (empty when they do)."""
     path = results_path or newest_results()
     problems = []
-    if not DOC.exists() or DOC.read_text() != render(json.loads(path.read_text()), source_id(path)):
-        problems.append(f"{DOC.relative_to(REPO)} is not what {path.name} renders to")
+    if not DOC.exists() or DOC.read_text() != _render(path):
+        sink = newest_sink_results(path)
+        problems.append(f"{DOC.relative_to(REPO)} is not what {path.name}"
+                        + (f" and sink/{sink.name}" if sink else "") + " render to")
     if not PLOT.exists() or png_text(PLOT).get(PLOT_KEY) != source_id(path):
         problems.append(f"{PLOT.relative_to(REPO)} was not drawn from {source_id(path)}")
     return problems

@@ -4,6 +4,7 @@ Tasks (built by the parent, see spawn.py):
 
 - ``overhead``: one set, every configuration once, in the task's (random) order,
   after a discarded warm-up fit per family.
+- ``sink``: the same, against the null sink (``bench/sink_server.py``), which counts the points.
 - ``outage``: configurations fitted while the parent kills, restarts, stops or
   resumes the server; the worker tells it when epoch 2 ends and waits until the
   server is back before the next fit.
@@ -53,10 +54,10 @@ def _measure(config_name: str, workload: Workload, data, task: dict, probes, wor
     return result
 
 
-def _finish_points(result: dict, config_name: str, workload: Workload, uri: str) -> None:
-    from .drivers import count_points
+def _finish_points(result: dict, config_name: str, workload: Workload, uri: str, sink: bool = False) -> None:
+    from .drivers import count_points, count_sink_points
 
-    result.update(count_points(uri, result.get("run_id")))
+    result.update((count_sink_points if sink else count_points)(uri, result.get("run_id")))
     per_log = result.get("metrics_per_log") or 8
     result["points_expected"] = BY_NAME[config_name].expected_points(workload, per_log)
 
@@ -85,7 +86,7 @@ def overhead(task: dict, workdir: Path) -> dict:
     fits = []
     for name in task["order"]:
         result = _measure(name, workload, data, task, probes, workdir)
-        _finish_points(result, name, workload, task["uri"])
+        _finish_points(result, name, workload, task["uri"], sink=task["kind"] == "sink")
         fits.append(result)
     return {"fits": fits}
 
@@ -145,7 +146,7 @@ def main(argv: list[str]) -> int:
     channel = Channel(task.get("event_fd"), task.get("reply_fd"))
     started = time.time()
     kind = task["kind"]
-    if kind == "overhead":
+    if kind in ("overhead", "sink"):  # the same sets; against the null sink, the sink counts the points
         result = overhead(task, workdir)
     elif kind == "outage":
         result = outage(task, workdir, channel)
