@@ -72,6 +72,15 @@ class Rows(dict):
         raise KeyError(name)
 
 
+#: One user call that waited on the outage takes seconds: MLflow's client retries a refused connection at
+#: once, then sleeps backoff_factor * 2 = 4 s before the next try. So a call slower than NO_WAIT_S, or
+#: waits summing past SUMMED_WAIT_S, waited on the outage; anything below is the machine's own noise
+#: (measured: a 0.108 s call and 0.12 s summed with two stand-in builds beside the suite on 2 cores,
+#: where the bounds were 0.1 s and failed a run that lost and waited for nothing).
+NO_WAIT_S = 1.0
+SUMMED_WAIT_S = 2.5
+
+
 def _scenario(name):
     return SCENARIOS[NAMES.index(name)]
 
@@ -95,10 +104,10 @@ def test_user_code_row(rows, name):
     user = row.extra["user"]
     if sc.expect["stage"] == "completed":
         assert user["finished"], row.notes
-        assert user["longest_s"] <= 0.1 and user["stall_s"] <= 1.0, user
+        assert user["longest_s"] <= NO_WAIT_S and user["stall_s"] <= SUMMED_WAIT_S, user
         assert user["artifacts_lost"] == 0, user
     else:  # signalled mid-loop: no pause between its steps came from the outage (plain MLflow: all of it)
-        assert row.stall_s <= 0.5, row.stall_s
+        assert row.stall_s <= NO_WAIT_S, row.stall_s
     if "burst" in sc.env.get("FAULT_USER", ""):
         assert user["rss_growth_mb"] <= 64 + 100, user  # the spool's RAM window, plus the loop's own
     replayed = row.extra.get("replay")
