@@ -41,14 +41,16 @@ COPY pyproject.toml README.md /opt/trainer-runtime/src/
 COPY trainer_runtime /opt/trainer-runtime/src/trainer_runtime
 COPY entrypoint.py /opt/trainer-runtime/entrypoint.py
 # The smoke import covers what users' modules import (ECOSYSTEM_MODULES in the environment tests),
-# so a missing module (e.g. pkg_resources) fails this build instead of a training job.
+# so a missing module (e.g. pkg_resources) fails this build instead of a training job. pkg_resources, and
+# TensorBoard's server (tensorboard 2.17 imports it), only where the base's setuptools still has it (< 81):
+# TFX 1.21's base pins setuptools 82.0.0 beside tensorboard 2.17.1, so neither imports there (user guide).
 # hadolint ignore=DL3013
 # (DL3013 wants a version pin: this is our own package from the build context, and
 #  --no-deps keeps every dependency at the hash-locked versions installed above.)
 RUN python -m pip install --no-cache-dir --no-deps --no-build-isolation /opt/trainer-runtime/src && \
     rm -rf /opt/trainer-runtime/src && \
     python -m pip check && \
-    python -c "import tfx, mlflow, pydantic, trainer_runtime; from tfx import v1; import tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor; import pkg_resources, tensorflow_transform, tensorflow_model_analysis, tensorboard.program, tensorboard.main, tensorflow_recommenders, keras_tuner, tfx_bsl.public.tfxio" && \
+    python -c "import tfx, mlflow, pydantic, trainer_runtime; from tfx import v1; import tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor; import tensorflow_transform, tensorflow_model_analysis, tensorflow_recommenders, keras_tuner, tfx_bsl.public.tfxio; from importlib.metadata import version; int(version('setuptools').split('.')[0]) >= 81 or [__import__(m) for m in ('pkg_resources', 'tensorboard.program', 'tensorboard.main')]" && \
     trainer-runtime --version
 
 ENTRYPOINT ["python", "/opt/trainer-runtime/entrypoint.py"]

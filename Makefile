@@ -107,19 +107,29 @@ lock: | $(UV)
 		echo "==> locked $$(grep -c '^[A-Za-z]' bases/tfx-$$v/requirements.lock) packages on TFX $$v" || exit 1; \
 	done
 
-# The fault suite (tests/faults) spends most of its ~10 minutes waiting on outages and
-# paced epochs, so a full run starts it beside the rest of the suite rather than after it.
-# With PYTEST_ARGS, exactly what they name runs.
+# Three pytest processes at once. The fault suite (tests/faults) spends most of its ~23 minutes
+# waiting on outages and paced epochs; the container suite (tests/container) first builds every
+# base's stand-in and product image (downloads and installs, cached by recipe hash), then runs its
+# per-base tests; the rest is the main suite. With PYTEST_ARGS, exactly what they name runs.
 FAULT_LOG := $(CACHE_DIR)/fault-suite.log
+CONTAINER_LOG := $(CACHE_DIR)/container-suite.log
+MAIN_LOG := $(CACHE_DIR)/main-suite.log
 test: env
 	@echo "==> running tests"
 ifeq ($(strip $(PYTEST_ARGS)),)
-	@mkdir -p $(CACHE_DIR) && rm -f $(FAULT_LOG).rc
+	@mkdir -p $(CACHE_DIR) && rm -f $(FAULT_LOG).rc $(CONTAINER_LOG).rc
 	cd $(CURDIR) && { $(PY) -m pytest tests/faults -p no:cacheprovider > $(FAULT_LOG) 2>&1 && echo 0 > $(FAULT_LOG).rc \
 		|| echo $$? > $(FAULT_LOG).rc; } & \
-	main=0; cd $(CURDIR) && $(PY) -m pytest --ignore=tests/faults || main=$$?; wait; \
+	cd $(CURDIR) && { $(PY) -m pytest tests/container -p no:cacheprovider > $(CONTAINER_LOG) 2>&1 \
+		&& echo 0 > $(CONTAINER_LOG).rc || echo $$? > $(CONTAINER_LOG).rc; } & \
+	main=0; cd $(CURDIR) && $(PY) -m pytest --ignore=tests/faults --ignore=tests/container 2>&1 \
+		| tee $(MAIN_LOG) || main=$$?; wait; \
+	echo "==> container suite (tests/container):"; tail -n 40 $(CONTAINER_LOG); \
 	echo "==> fault suite (tests/faults):"; tail -n 40 $(FAULT_LOG); \
-	faults=$$(cat $(FAULT_LOG).rc); test $$main -eq 0 && test $$faults -eq 0
+	echo "==> what failed, in all three suites (last, so that a log's tail shows it):"; \
+	grep -h -E "^(FAILED|ERROR) " $(MAIN_LOG) $(CONTAINER_LOG) $(FAULT_LOG) | cut -c1-400 || echo "nothing"; \
+	faults=$$(cat $(FAULT_LOG).rc); containers=$$(cat $(CONTAINER_LOG).rc); \
+	test $$main -eq 0 && test $$faults -eq 0 && test $$containers -eq 0
 else
 	cd $(CURDIR) && $(PY) -m pytest $(PYTEST_ARGS)
 endif

@@ -1,4 +1,8 @@
-"""A real Docker engine, the stand-in TFX base, and the product image built from the unchanged Dockerfile.
+"""A real Docker engine, the stand-in TFX bases, and the product image built on each from the one Dockerfile.
+
+Every supported base (``BASES``: bases/README.md) gets its stand-in (cached by recipe hash) and its product
+image (``--build-arg TFX_VERSION``); both are built for all bases at once, so their downloads and installs
+overlap. Tests that take ``product_image`` run once per base.
 
 Where no engine runs and we are root on Debian, docker.io is installed and dockerd is started by hand
 (legacy builder, no buildx) and stopped by PID at the end. Elsewhere these tests skip, saying why.
@@ -17,8 +21,23 @@ import pytest
 from tests.conftest import MEASUREMENTS
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = "trainer-runtime:test"
-BASE = "gcr.io/tfx-oss-public/tfx:1.16.0"
+#: the supported TFX bases; the first is the default image's (the README's, and `make demo`'s)
+BASES = ("1.16.0", "1.17.3", "1.21.0")
+DEFAULT_BASE = BASES[0]
+
+
+def base_tag(tfx: str) -> str:
+    return f"gcr.io/tfx-oss-public/tfx:{tfx}"
+
+
+def image_tag(tfx: str) -> str:
+    return f"trainer-runtime:test-tfx{tfx}"
+
+
+def pins_of(tfx: str) -> str:
+    if tfx == DEFAULT_BASE and os.environ.get("TR_BASE_PINS"):
+        return os.environ["TR_BASE_PINS"]
+    return str(REPO / "bases" / f"tfx-{tfx}" / "pins.txt")
 
 
 def _docker_ok() -> bool:
@@ -78,35 +97,66 @@ def _image_size(tag: str) -> int:
 
 @dataclass
 class BuiltImage:
+    tfx: str
     tag: str
     build_seconds: float
     added_bytes: int
 
 
-@pytest.fixture(scope="session")
-def standin_base(docker_engine):
-    pins = os.environ.get("TR_BASE_PINS") or str(REPO.parent / "shared/base-images/tfx-1.16.0/pins.txt")
-    started = time.monotonic()
-    out = subprocess.run(["bash", str(REPO / "tests/container/standin/build.sh"), pins],
-                         capture_output=True, text=True, timeout=3000)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    MEASUREMENTS.append(f"stand-in base: {out.stdout.strip().splitlines()[-1][4:]} in "
-                        f"{time.monotonic() - started:.0f}s")
-    return BASE
+def _all_at_once(commands: dict[str, tuple[list[str], dict]], timeout: float) -> dict[str, tuple[int, str, float]]:
+    """Run one command per base concurrently: {base: (exit code, output tail, seconds)}."""
+    started, procs, results = time.monotonic(), {}, {}
+    for tfx, (argv, kwargs) in commands.items():
+        procs[tfx] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    for tfx, proc in procs.items():
+        try:
+            out, _ = proc.communicate(timeout=max(1.0, timeout - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        results[tfx] = (proc.returncode, out[-6000:], time.monotonic() - started)
+    return results
 
 
 @pytest.fixture(scope="session")
-def product_image(standin_base):
+def standin_bases(docker_engine) -> dict[str, str]:
+    """Every base's stand-in, built concurrently (1.17 and 1.21 share one trixie rootfs)."""
+    script = str(REPO / "tests/container/standin/build.sh")
+    results = _all_at_once({tfx: (["bash", script, pins_of(tfx)], {"env": dict(os.environ, TFX_VERSION=tfx)})
+                            for tfx in BASES}, timeout=3000)
+    for tfx, (code, out, seconds) in results.items():
+        assert code == 0, f"stand-in {tfx}: exit {code}\n{out}"
+        MEASUREMENTS.append(f"stand-in base {tfx}: {out.strip().splitlines()[-1][4:]} in {seconds:.0f}s")
+    return {tfx: base_tag(tfx) for tfx in BASES}
+
+
+@pytest.fixture(scope="session")
+def standin_base(standin_bases) -> str:
+    return standin_bases[DEFAULT_BASE]
+
+
+@pytest.fixture(scope="session")
+def product_images(standin_bases) -> dict[str, BuiltImage]:
+    """The product image on every base, from the one Dockerfile, built concurrently."""
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                               text=True).stdout.strip() or "unknown"
-    started = time.monotonic()
-    out = subprocess.run(["docker", "build", "--network", "host", "--build-arg", "VERSION=0.1.0-test",
-                          "--build-arg", f"REVISION={revision}", "-t", IMAGE, "."], cwd=REPO,
-                         env=dict(os.environ, DOCKER_BUILDKIT="0"), capture_output=True, text=True,
-                         timeout=3000)
-    seconds = time.monotonic() - started
-    assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-3000:]
-    image = BuiltImage(IMAGE, seconds, _image_size(IMAGE) - _image_size(BASE))
-    MEASUREMENTS.append(f"product image built in {seconds:.0f}s; adds {image.added_bytes / 1e6:.0f} MB "
-                        f"over the base ({_image_size(BASE) / 1e9:.2f} GB)")
-    return image
+    env = dict(os.environ, DOCKER_BUILDKIT="0")
+    results = _all_at_once({tfx: (["docker", "build", "--network", "host", "--build-arg", f"TFX_VERSION={tfx}",
+                                   "--build-arg", "VERSION=0.1.0-test", "--build-arg", f"REVISION={revision}",
+                                   "-t", image_tag(tfx), "."], {"cwd": REPO, "env": env}) for tfx in BASES},
+                           timeout=3000)
+    images = {}
+    for tfx, (code, out, seconds) in results.items():
+        assert code == 0, f"product image on {tfx}: exit {code}\n{out}"
+        images[tfx] = BuiltImage(tfx, image_tag(tfx), seconds,
+                                 _image_size(image_tag(tfx)) - _image_size(standin_bases[tfx]))
+        MEASUREMENTS.append(f"product image on TFX {tfx} built in {seconds:.0f}s (all {len(BASES)} at once); "
+                            f"adds {images[tfx].added_bytes / 1e6:.0f} MB over the base "
+                            f"({_image_size(standin_bases[tfx]) / 1e9:.2f} GB)")
+    return images
+
+
+@pytest.fixture(scope="session", params=BASES, ids=[f"tfx{b}" for b in BASES])
+def product_image(request, product_images) -> BuiltImage:
+    """The product image, once per supported base."""
+    return product_images[request.param]

@@ -1,16 +1,20 @@
-"""The image, really built here on the stand-in base, with a real engine: lint, schema, structure
-tests, and a short training inside the container against the live MLflow server on the host."""
+"""The image, really built here on each supported base's stand-in, with a real engine: lint, schema,
+structure tests, and inside the container against the live MLflow server on the host: a short
+standalone training, both Vertex executor wirings, a SIGTERM during an outage, and TFX's own Trainer
+executor tests with TrackedExecutor. Each test taking ``product_image`` runs once per base."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.container.conftest import REPO
+from tests.conftest import MEASUREMENTS
+from tests.container.conftest import DEFAULT_BASE, REPO
 from tests.harness.vertex_local import LocalVertex
 from tests.tfx.conftest import history_steps, mlflow_run
 
@@ -28,7 +32,7 @@ def test_cloudbuild_validates_offline():
     assert out.returncode == 0, out.stdout + out.stderr
     text = (REPO / "cloudbuild.yaml").read_text()
     # What each kind of build renders to is tested in test_cloudbuild.py.
-    for needle in ("--build-arg=TFX_VERSION=${_TFX_VERSION}", "${TAG_NAME:-", "${COMMIT_SHA:-",
+    for needle in ("--build-arg=TFX_VERSION=1.21.0", "DEFAULT_TFX=${_TFX_VERSION}", "${TAG_NAME:-", "${COMMIT_SHA:-",
                    "container-structure-test", "images:", "logging: CLOUD_LOGGING_ONLY"):
         assert needle in text
 
@@ -43,8 +47,13 @@ def test_dockerfile_has_no_buildkit_only_syntax():
 @pytest.mark.docker
 @pytest.mark.timeout(2700)  # the first of these builds the stand-in base (~4 min here, cold)
 def test_structure_tests_pass(product_image):
+    """The shared structure tests, and this base's own (its TFX, its lock), as cloudbuild.yaml runs them."""
     out = subprocess.run([str(TOOLS / "container-structure-test"), "test", "--driver", "docker",
-                          "--image", product_image.tag, "--config", "tests/container/structure.yaml"],
+                          "--image", product_image.tag, "--config", "tests/container/structure.yaml",
+                          "--config", f"tests/container/structure-tfx-{product_image.tfx}.yaml",
+                          # the license check trips on the Debian 13 stand-ins' base-files (see that file)
+                          *(["--config", "tests/container/structure-licenses.yaml"]
+                            if product_image.tfx == DEFAULT_BASE else [])],
                          cwd=REPO, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
     assert "FAIL" not in out.stdout.split("RESULTS")[-1].replace("Failures: 0", "")
@@ -84,11 +93,13 @@ def test_standalone_training_inside_the_container(product_image, mlflow_server, 
     out = _docker_run("-v", f"{REPO / 'examples'}:/work/examples:ro", "-v", f"{tmp_path}:/out",
                       "-e", "PYTHONPATH=/work", "-e", f"MLFLOW_TRACKING_URI={mlflow_server.url}",
                       "-e", f"MLFLOW_EXPERIMENT_NAME={experiment}", "-e", "TRAINER_RUNTIME_STATUS_DIR=/out",
+                      "-e", "TRAINER_RUNTIME_LOG_EVERY_N_STEPS=10",
                       product_image.tag, "run", "examples.retrieval.standalone:main", "--", "--epochs", "2")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     client, run = mlflow_run(mlflow_server.url, experiment)
     assert run.info.status == "FINISHED"
     assert history_steps(client, run.info.run_id, "val_loss") == [0, 1]
+    assert history_steps(client, run.info.run_id, "step/loss") == [10, 20, 30]  # 15 batches an epoch
     assert run.data.tags["trainer_runtime.image_version"] == "0.1.0-test"
     status = json.loads((tmp_path / "mlflow_status.json").read_text())
     info = json.loads((tmp_path / "mlflow_info.json").read_text())
@@ -97,14 +108,39 @@ def test_standalone_training_inside_the_container(product_image, mlflow_server, 
 
 @pytest.mark.slow
 @pytest.mark.docker
-@pytest.mark.timeout(2700)  # the first of these builds the stand-in base (~4 min here, cold)
-def test_vertex_executor_path_inside_the_container(product_image, mlflow_server, interactions, tmp_path,
-                                                    monkeypatch):
-    """The user guide's default_commands pipeline, each task run in the image as Vertex would."""
-    from tests.tfx.test_user_guide import FORWARDER, ONE_MACHINE, compile_snippet
+@pytest.mark.timeout(2700)
+def test_keras_3_as_the_default_keras_inside_the_container(product_image, mlflow_server, tmp_path):
+    """With TF_USE_LEGACY_KERAS=0 (Keras 3 for tf.keras too, as for users who leave tf-keras), a Keras 3 fit
+    in the image is tracked: the runtime's epochs and steps, and the user's own fluent metric, on every base."""
+    experiment = f"img-keras3-{uuid.uuid4().hex[:8]}"
+    out = _docker_run("-v", f"{REPO / 'tests'}:/work/tests:ro", "-v", f"{tmp_path}:/out", "-e", "PYTHONPATH=/work",
+                      "-e", "TF_USE_LEGACY_KERAS=0", "-e", f"MLFLOW_TRACKING_URI={mlflow_server.url}",
+                      "-e", f"MLFLOW_EXPERIMENT_NAME={experiment}", "-e", "TRAINER_RUNTIME_STATUS_DIR=/out",
+                      "-e", "TRAINER_RUNTIME_LOG_EVERY_N_STEPS=2",
+                      product_image.tag, "run", "tests.user_code.keras_pkg.fit:keras3")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    client, run = mlflow_run(mlflow_server.url, experiment)
+    assert run.info.status == "FINISHED"
+    assert history_steps(client, run.info.run_id, "loss") == [0, 1]
+    assert history_steps(client, run.info.run_id, "val_loss") == [0, 1]
+    assert history_steps(client, run.info.run_id, "step/loss") == [2, 4, 6]  # 3 batches an epoch
+    assert run.data.metrics["user_keras_major"] == 3.0
+    assert json.loads((tmp_path / "mlflow_status.json").read_text())["stage"] == "completed"
 
-    spec, experiment = compile_snippet((FORWARDER, ONE_MACHINE), tmp_path, interactions, mlflow_server.url,
-                                       monkeypatch)
+
+@pytest.mark.slow
+@pytest.mark.docker
+@pytest.mark.timeout(2700)
+@pytest.mark.parametrize("wiring", ["custom_executor_spec", "default_commands"])
+def test_vertex_executor_path_inside_the_container(product_image, wiring, mlflow_server, interactions, tmp_path,
+                                                    monkeypatch):
+    """The user guide's single-machine pipeline in each wiring (TrackedExecutor as the Trainer's executor,
+    or the image's entrypoint as default_commands), compiled here and each task run in the image as Vertex
+    would."""
+    from tests.tfx.test_user_guide import EXECUTOR, FORWARDER, ONE_MACHINE, compile_snippet
+
+    assert wiring in (EXECUTOR, FORWARDER)
+    spec, experiment = compile_snippet((wiring, ONE_MACHINE), tmp_path, interactions, mlflow_server.url, monkeypatch)
     mounts = ["-v", f"{tmp_path}:{tmp_path}", "-v", f"{interactions}:{interactions}:ro"]
 
     class InContainer(LocalVertex):
@@ -125,3 +161,89 @@ def test_vertex_executor_path_inside_the_container(product_image, mlflow_server,
     assert run.data.tags["vertex.task_name"] == "Trainer"
     model_run = trainer.executor_input["outputs"]["artifacts"]["model_run"]["artifacts"][0]["uri"]
     assert json.loads(Path(model_run + "-mlflow", "mlflow_status.json").read_text())["stage"] == "completed"
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+GRACE = 10  # Vertex's is 30 s; the runtime's default sigterm_grace 25 s. Shorter here: the close waits on the outage.
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+@pytest.mark.timeout(2700)
+def test_sigterm_during_an_outage_inside_the_container(product_image, fault_proxy, tmp_path):
+    """Vertex's preemption inside the image: the server goes down mid-training, then SIGTERM. The runtime
+    closes inside the grace and exits 143; the status says killed, tracking degraded, and the points the
+    server lacks are in the spool beside it."""
+    name = f"tr-sigterm-{uuid.uuid4().hex[:8]}"
+    experiment = f"img-term-{uuid.uuid4().hex[:8]}"
+    started = subprocess.run(
+        ["docker", "run", "-d", "--name", name, "--network", "host", "-v", f"{REPO / 'examples'}:/work/examples:ro",
+         "-v", f"{tmp_path}:/out", "-e", "PYTHONPATH=/work", "-e", f"MLFLOW_TRACKING_URI={fault_proxy.url}",
+         "-e", f"MLFLOW_EXPERIMENT_NAME={experiment}", "-e", "TRAINER_RUNTIME_STATUS_DIR=/out",
+         "-e", f"TRAINER_RUNTIME_SIGTERM_GRACE={GRACE}", product_image.tag,
+         "run", "examples.retrieval.standalone:main", "--", "--epochs", "400"],
+        capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    try:
+        def epochs_logged():
+            info = tmp_path / "mlflow_info.json"
+            return info.exists() and fault_proxy.control.stats()["requests"].get("/api/2.0/mlflow/runs/log-batch", 0) >= 2
+        _wait_for(epochs_logged, 600, "the run to start and log two batches")
+        fault_proxy.control.set(drop=True)
+        time.sleep(3)  # epochs logged into the outage
+        signalled = time.monotonic()
+        subprocess.run(["docker", "kill", "--signal", "TERM", name], check=True, capture_output=True, timeout=60)
+        waited = subprocess.run(["docker", "wait", name], capture_output=True, text=True, timeout=120)
+        exited_after = time.monotonic() - signalled
+    finally:
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, timeout=60)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+    assert waited.stdout.strip() == "143", (waited.stdout, logs.stderr[-3000:])
+    assert exited_after <= GRACE + 5, exited_after
+    status = json.loads((tmp_path / "mlflow_status.json").read_text())
+    tracking = status["tracking"]
+    assert status["stage"] == "killed" and status["exit_code"] == 143, status
+    assert tracking["state"] == "degraded" and tracking["pending"] > 0 and tracking["close_seconds"] <= GRACE, status
+    spool = Path(tracking["spool_uri"].replace("/out", str(tmp_path), 1))
+    assert spool.is_file() and spool.stat().st_size > 0, (tracking, sorted(str(p) for p in tmp_path.rglob("*")))
+    MEASUREMENTS.append(f"SIGTERM in an outage inside the TFX {product_image.tfx} image: exit 143 "
+                        f"{exited_after:.1f}s after the signal, close {tracking['close_seconds']}s, "
+                        f"{tracking['pending']} pending in the spool")
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+@pytest.mark.timeout(2700)
+def test_tfx_trainer_executor_tests_pass_with_tracked_executor(product_image, mlflow_server, tmp_path):
+    """TFX's own Trainer executor tests (from the tfx wheel the base carries, with its testdata) run with
+    TrackedExecutor in place of GenericExecutor: each test's Do trains, exports, and is one FINISHED run."""
+    from mlflow import MlflowClient
+
+    experiment = f"conformance-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    out = _docker_run("-v", f"{REPO / 'tests'}:/work/tests:ro", "-e", "PYTHONPATH=/work", "-e", "HOME=/tmp",
+                      "-e", f"MLFLOW_TRACKING_URI={mlflow_server.url}", "-e", f"MLFLOW_EXPERIMENT_NAME={experiment}",
+                      "-e", "TEST_TMPDIR=/tmp", "--entrypoint", "python", product_image.tag,
+                      "-m", "tests.tfx.tfx_conformance", timeout=1800)
+    seconds = time.monotonic() - started
+    lines = [line for line in out.stdout.splitlines() if line.startswith("CONFORMANCE ")]
+    assert lines, out.stdout[-2000:] + out.stderr[-4000:]
+    result = json.loads(lines[-1][len("CONFORMANCE "):])
+    assert out.returncode == 0 and result["problems"] == [], (result, out.stderr[-4000:])
+    assert result["tfx"] == product_image.tfx and result["executors"] == ["trainer_runtime.tfx.executor.TrackedExecutor"]
+    assert result["ran"] - result["skipped"] == result["constructed"] >= 3, result
+    client = MlflowClient(mlflow_server.url)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * result["constructed"], [r.info for r in runs]
+    MEASUREMENTS.append(f"TFX {product_image.tfx}'s Trainer executor tests with TrackedExecutor in its image: "
+                        f"{result['ran']} ran ({result['skipped']} skipped by TFX), {len(runs)} runs FINISHED, "
+                        f"{seconds:.0f}s")
