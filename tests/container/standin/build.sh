@@ -70,6 +70,7 @@ echo "==> docker import rootfs"
 docker import "$ROOTFS_TAR" "trainer-runtime-standin-rootfs:$ROOTFS_ID" >/dev/null
 flock -u 9
 
+OLD_ID=$(docker image inspect -f '{{.Id}}' "$TAG" 2>/dev/null || true)
 CONTEXT=$(mktemp -d)
 cp "$PINS" "$CONTEXT/pins.txt"
 resolved > "$CONTEXT/resolved.txt"
@@ -81,10 +82,15 @@ docker build --network host --build-arg ROOTFS="trainer-runtime-standin-rootfs:$
   --build-arg TFX_VERSION="$TFX_VERSION" --build-arg PIP_VERSION="$PIP_VERSION" \
   --build-arg INSTALL_FLAGS="$INSTALL_FLAGS" --label recipe-hash="$HASH" -t "$TAG" "$CONTEXT"
 rm -rf "$CONTEXT"
-# Older recipes' leftovers for this suite: rootfs images, cached tarballs, dangling layers.
+# Older recipes' leftovers for this suite: rootfs images and cached tarballs.
 docker images --format '{{.Repository}}:{{.Tag}}' trainer-runtime-standin-rootfs | grep ":$SUITE-" \
   | grep -v ":$ROOTFS_ID\$" | xargs -r docker rmi >/dev/null 2>&1 || true
 find "$CACHE_DIR" -maxdepth 1 -name "standin-rootfs-$SUITE-*.tar" ! -name "standin-rootfs-$ROOTFS_ID.tar" -delete
 find "$CACHE_DIR" -maxdepth 1 -name 'standin-rootfs-????????????????.tar' -delete  # the one-base recipe's
-docker image prune -f >/dev/null
+# The image this tag had (an older recipe's) and its own layers; never `docker image prune`: another
+# base's build running beside this one has untagged layers of its own in progress (measured: a prune here
+# deleted the 1.17 build's layer between two of its steps, "No such image").
+if [ -n "$OLD_ID" ] && [ "$OLD_ID" != "$(docker image inspect -f '{{.Id}}' "$TAG")" ]; then
+  docker rmi "$OLD_ID" >/dev/null 2>&1 || true
+fi
 echo "==> stand-in $TAG built (recipe $HASH)"
