@@ -104,7 +104,9 @@ def test_training_starts_within_a_second_of_a_cold_server_turning_healthy(fault_
     run_tracked(lambda: load_config(env), lambda ctx: entered.append(time.monotonic()),
                 status_dir=str(tmp_path), deps=deps(env))
     late = entered[0] - healthy_at
-    assert 0 <= late < 1.5, f"train entered {late:.2f}s after the server turned healthy"
+    # A poll at most 1 s apart, then the run's creation: under 1.5 s on a quiet machine, 1.73 s measured
+    # with three suites at once (load average 30). A backoff grown toward 30 s would be late by seconds more.
+    assert 0 <= late < 3.0, f"train entered {late:.2f}s after the server turned healthy"
     warnings = [r for r in caplog.records if "attempt" in r.getMessage()]
     assert 3 <= len(warnings) <= 3 + 3, [r.getMessage() for r in warnings]
 
