@@ -127,7 +127,7 @@ ifeq ($(strip $(PYTEST_ARGS)),)
 	echo "==> container suite (tests/container):"; tail -n 40 $(CONTAINER_LOG); \
 	echo "==> fault suite (tests/faults):"; tail -n 40 $(FAULT_LOG); \
 	echo "==> what failed, in all three suites (last, so that a log's tail shows it):"; \
-	grep -h -E "^(FAILED|ERROR) " $(MAIN_LOG) $(CONTAINER_LOG) $(FAULT_LOG) | cut -c1-400 || echo "nothing"; \
+	grep -h -E "^(FAILED|ERROR) " $(MAIN_LOG) $(CONTAINER_LOG) $(FAULT_LOG) | cut -c1-1200 || echo "nothing"; \
 	faults=$$(cat $(FAULT_LOG).rc); containers=$$(cat $(CONTAINER_LOG).rc); \
 	test $$main -eq 0 && test $$faults -eq 0 && test $$containers -eq 0
 else

@@ -37,15 +37,16 @@ def check_runtime_row(row: Row, sc: Scenario) -> None:
     bad = BAD_NOTES + (() if "SIGKILL" in sc.name else ("status exit",))
     assert not [n for n in row.notes if n.startswith(bad)], row.notes
     assert row.status is not None, f"{sc.name}: no status file was read ({row.notes})"
-    assert row.stage == stage, (row.stage, row.notes)
-    assert row.exit_code == expect["exit_code"], (row.exit_code, row.status)
+    assert row.stage == stage, f"{sc.name}: stage {row.stage!r}, expected {stage!r}: {evidence(row)}"
+    assert row.exit_code == expect["exit_code"], \
+        f"{sc.name}: exit code {row.exit_code}, expected {expect['exit_code']}: {evidence(row)}"
 
     if "tracking" in expect:
         wanted = expect["tracking"]
     else:
         assert stage in UNCLOSED_TRACKING, f"{sc.name}: a run that ends {stage!r} needs a tracking expectation"
         wanted = UNCLOSED_TRACKING[stage]
-    assert row.tracking == wanted, f"{sc.name}: tracking {row.tracking!r}, expected {wanted!r}: {row.status}"
+    assert row.tracking == wanted, f"{sc.name}: tracking {row.tracking!r}, expected {wanted!r}: {evidence(row)}"
 
     if sc.name.startswith("SIGKILL"):
         # at most what was accepted in the last spool flush interval: here the epoch in flight
@@ -59,7 +60,7 @@ def check_runtime_row(row: Row, sc: Scenario) -> None:
     if stage in CLOSED:
         budget = expect.get("close_budget", FLUSH_TIMEOUT if stage == "completed" else GRACE)
         assert row.close_s is not None, f"{sc.name}: the status of a closed run gives no close_seconds: {row.status}"
-        assert row.close_s <= budget + 2.0, (row.close_s, budget)
+        assert row.close_s <= budget + 2.0, f"{sc.name}: closed in {row.close_s}s, budget {budget}s: {evidence(row)}"
         counts = row.status.get("logging")
         assert counts, f"{sc.name}: the status of a closed run has no logging counts: {row.status}"
         assert counts["accepted"] == counts["sent"] + counts["pending"] + sum(counts["rejected"].values()), counts
@@ -80,6 +81,20 @@ def check_runtime_row(row: Row, sc: Scenario) -> None:
     else:  # degraded: the run's end waits in the spool with the points the server lacks
         assert row.run_status == "RUNNING", f"{sc.name}: the run is {row.run_status} with its end in the spool"
         assert row.in_spool + row.on_server == row.expected, (row.in_spool, row.on_server, row.expected)
+
+
+def evidence(row: Row) -> str:
+    """What a failed row's message leads with (a CI log's tail cuts it short): the close as the status
+    tells it, the counts, the row's notes, then the trainer's last warnings and errors."""
+    status = row.status or {}
+    tracking = {k: v for k, v in (status.get("tracking") or {}).items() if k not in ("spool_dir", "spool_uri")}
+    said = []
+    for path in row.files:
+        if Path(path).name == "stderr.log":
+            lines = Path(path).read_text(errors="replace").splitlines()
+            said = [line[:200] for line in lines if " WARNING " in line or " ERROR " in line][-4:]
+    return (f"tracking {tracking}; close_s {row.close_s}; exit_s {row.exit_s}; logging {status.get('logging')}; "
+            f"timestamps {status.get('timestamps')}; notes {row.notes}; the trainer's last warnings {said}")
 
 
 def check_comparison_row(row: Row, sc: Scenario, twin: Scenario | None) -> None:

@@ -24,6 +24,9 @@ from tests.harness import servers
 from tests.harness.control import Control
 
 REPO = Path(__file__).resolve().parents[2]
+#: the preflight's budget in every row but the cold start's: measured up to 20.8 s with the three suites of
+#: `make test` on 2 cores (the server's one worker answering 8 trainers), where 30 s left too little slack
+PREFLIGHT_TIMEOUT = "60"
 #: the secret every open-proxy scenario carries as MLFLOW_TRACKING_TOKEN; grepped everywhere after.
 SECRET = uuid.uuid4().hex + uuid.uuid4().hex
 
@@ -60,6 +63,9 @@ class Scenario:
     expect: dict = field(default_factory=dict)
     #: runs after the trainer exited and was measured, with the proxy healed: (run, row)
     after: Callable[["Run", "Row"], None] | None = None
+    #: runs by itself, after the others: its load (20 processes importing TensorFlow at once on 2 cores)
+    #: would measure itself in the timing rows beside it
+    alone: bool = False
 
     @property
     def slug(self) -> str:
@@ -162,7 +168,7 @@ class Run:
         sc = self.scenario
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("MLFLOW_", "TRAINER_RUNTIME_", "AIP_", "CLOUD_ML_", "FAULT_"))}
-        env.update(PYTHONPATH=str(REPO), TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3",
+        env.update(PYTHONPATH=str(REPO), TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3", PYTHONFAULTHANDLER="1",
                    MLFLOW_TRACKING_URI=self.proxy_url, MLFLOW_EXPERIMENT_NAME=self.experiment,
                    FAULT_MARKS=str(self.marks_path), FAULT_EPOCHS=str(sc.epochs),
                    FAULT_EPOCH_SECONDS=str(sc.epoch_seconds))
@@ -170,7 +176,7 @@ class Run:
             env.update(TRAINER_RUNTIME_STATUS_DIR=self.status_dir, TRAINER_RUNTIME_SPOOL_DIR=self.spool_dir,
                        TRAINER_RUNTIME_HEARTBEAT_INTERVAL="2",
                        TRAINER_RUNTIME_FLUSH_TIMEOUT=os.environ.get("TR_FAULT_FLUSH_TIMEOUT", "20"),
-                       TRAINER_RUNTIME_PREFLIGHT_TIMEOUT="30")
+                       TRAINER_RUNTIME_PREFLIGHT_TIMEOUT=PREFLIGHT_TIMEOUT)
         if sc.loop:
             env["FAULT_RUN_FN"] = "tests.faults.user_loop.run_fn"
         if not sc.auth:
@@ -205,9 +211,9 @@ class Run:
             notes.append(f"driver: {type(exc).__name__}: {exc}")
         waiter.join(timeout=max(1.0, sc.timeout - (time.time() - self.started_at)))
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            notes.append(f"did not exit within {sc.timeout:.0f}s; killed")
+            err.flush()
+            notes.append(f"did not exit within {sc.timeout:.0f}s; killed; {self._last_mark()}; "
+                         f"stacks: {kill_and_dump(self.proc, self.dir / 'stderr.log')}")
             self.exited_at = None
         out.close()
         err.close()
@@ -221,6 +227,15 @@ class Run:
                 row.notes.append(f"after: {type(exc).__name__}: {exc}")
         return row
 
+    def _last_mark(self) -> str:
+        marks = self.marks()
+        epochs = [m for m in marks if "epoch" in m]
+        if not epochs:
+            return f"no epoch marked ({time.time() - self.started_at:.0f}s after the start)"
+        ended = next((m for m in marks if "fit_returned" in m), None)
+        return (f"last epoch {epochs[-1]['epoch']} at +{epochs[-1]['t'] - self.started_at:.0f}s"
+                + (f", training returned at +{ended['fit_returned'] - self.started_at:.0f}s" if ended else ""))
+
     def _wait_exit(self) -> None:
         assert self.proc is not None
         self.proc.wait()
@@ -228,6 +243,44 @@ class Run:
 
     def stop(self) -> None:
         self.proxy_proc.stop()
+
+
+def kill_and_dump(proc: subprocess.Popen, log: Path) -> str:
+    """Kill a hung trainer's process group: SIGABRT first (PYTHONFAULTHANDLER is on, so every thread's
+    stack goes to ``log``, its stderr), then SIGKILL. Returns where each thread was (``stack_summary``)."""
+    before = log.stat().st_size
+    for signum, wait in ((signal.SIGABRT, 5.0), (signal.SIGKILL, 60.0)):
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait()
+    with open(log, errors="replace") as fh:
+        fh.seek(before)
+        return stack_summary(fh.read())
+
+
+def stack_summary(dump: str, frames: int = 3, limit: int = 1500) -> str:
+    """faulthandler's dump, each thread as its ``frames`` innermost ``function (file:line)``."""
+    threads: list[str] = []
+    current: list[str] | None = None
+    for line in dump.splitlines():
+        line = line.strip()
+        if line.startswith(("Thread 0x", "Current thread 0x")):
+            current = []
+            threads.append("")
+            continue
+        if current is not None and line.startswith("File ") and len(current) < frames:
+            where, _, function = line.partition(" in ")
+            path, _, number = where.rpartition(", line ")
+            name = Path(path[len("File "):].strip('"')).name
+            current.append(f"{function} ({name}:{number})")
+            threads[-1] = " < ".join(current)
+    return " | ".join(threads)[:limit] if threads else "no stack dump"
 
 
 def _reject_constant(name: str):

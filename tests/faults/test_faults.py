@@ -1,7 +1,9 @@
 """The fault suite: every scenario of docs/reliability.md, run concurrently, then checked row by row.
 
 All scenarios run once per session in a thread pool
-(``TR_FAULT_WORKERS``, default 8) longest first, so the suite takes about as long as its longest scenario. Each test
+(``TR_FAULT_WORKERS``, default 8) longest first, so the suite takes about as long as its longest scenario; a
+scenario marked ``alone`` (20 trainers starting at once) then runs by itself, so its load is not measured in
+the timing rows beside it. Each test
 below checks one row. With ``TR_WRITE_RELIABILITY=1`` (``make reliability``) the suite
 rewrites docs/reliability.md; otherwise a test fails when that file is stale.
 """
@@ -38,17 +40,21 @@ def rows(tmp_path_factory, mlflow_server, test_keys, interactions, metadata_serv
     shared = Shared(mlflow_server.url, tmp_path_factory.mktemp("faults"), test_keys["public"],
                     interactions=interactions, metadata=metadata_server, gcs_proxy=gcs_fault_proxy_server,
                     gcs_emulator=gcs_emulator_server.url, gcs_bucket=BUCKET)
-    ordered = sorted(range(len(SCENARIOS)), key=lambda i: -SCENARIOS[i].epochs * SCENARIOS[i].epoch_seconds)
+    ordered = sorted((i for i in range(len(SCENARIOS)) if not SCENARIOS[i].alone),
+                     key=lambda i: -SCENARIOS[i].epochs * SCENARIOS[i].epoch_seconds)
     workers = int(os.environ.get("TR_FAULT_WORKERS", "8"))
     results = Rows()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {i: pool.submit(lambda s: run_scenario(prepare(s, shared), shared), SCENARIOS[i])
                    for i in ordered}
-        for i in range(len(SCENARIOS)):
-            try:
-                results[NAMES[i]] = futures[i].result()
-            except Exception as exc:  # that row's tests fail with it; every other row is still checked
-                results.failed[NAMES[i]] = exc
+    with ThreadPoolExecutor(max_workers=1) as pool:  # then each `alone` scenario by itself
+        futures.update({i: pool.submit(lambda s: run_scenario(prepare(s, shared), shared), SCENARIOS[i])
+                        for i in range(len(SCENARIOS)) if SCENARIOS[i].alone})
+    for i in range(len(SCENARIOS)):
+        try:
+            results[NAMES[i]] = futures[i].result()
+        except Exception as exc:  # that row's tests fail with it; every other row is still checked
+            results.failed[NAMES[i]] = exc
     if os.environ.get("TR_WRITE_RELIABILITY") == "1" and not ONLY and not results.failed:
         reliability.DOC.write_text(reliability.render([results[name] for name in NAMES], FLUSH_TIMEOUT))
     return results

@@ -54,7 +54,7 @@ def test_a_row_as_the_table_has_it_passes(name):
     ("healthy", {"notes": ["driver: TimeoutError: healthy: no epoch 1 after 300s"]}, "driver"),
     ("healthy", {"tracking": None}, "tracking None, expected 'ok'"),
     ("healthy", {"close_s": None}, "the status of a closed run gives no close_seconds"),
-    ("healthy", {"close_s": 30.0}, r"\(30.0, 20.0\)"),
+    ("healthy", {"close_s": 30.0}, r"closed in 30.0s, budget 20.0s: tracking \{\}; close_s 30.0"),
     ("healthy", {"status": {"stage": "completed"}}, "the status of a closed run has no logging counts"),
     ("healthy", {"status": {"stage": "completed", "logging": _logging(12, 11)}}, "'accepted': 12"),
     ("healthy", {"run_status": "RUNNING"}, r"the run is RUNNING \(completed, tracking ok\)"),
@@ -207,3 +207,41 @@ def test_a_sigkill_rows_lost_cell_is_the_asserted_bound_not_the_count(lost, cell
     row = _broken("SIGKILL at epoch 5", lost=lost, on_server=10 - lost)
     assert reliability.lost_cell(row) == cell
     assert reliability.lost_cell(_broken("healthy", lost=lost)) == lost
+
+
+def test_a_failed_rows_message_leads_with_the_close_and_the_trainers_last_warnings(tmp_path):
+    """A CI log's tail shows the first few hundred characters of a failure: they say how the close went."""
+    log = tmp_path / "stderr.log"
+    log.write_text("2026-12-07 13:01:31,874 INFO x: training\n"
+                   "2026-12-07 13:01:50,001 WARNING trainer_runtime.tracking.logger: 24 points not on the server\n")
+    row = _broken("healthy", tracking="degraded", files=[str(log)],
+                  status={"stage": "completed", "logging": _logging(24, 0, 24),
+                          "tracking": {"state": "degraded", "pending": 24, "close_seconds": 17.2, "spool_dir": "/x"}})
+    with pytest.raises(AssertionError, match=r"^healthy: tracking 'degraded', expected 'ok': tracking \{'state': "
+                                             r"'degraded', 'pending': 24, 'close_seconds': 17.2\}.*24 points not on"):
+        checks.check_runtime_row(row, SCENARIOS["healthy", "runtime"])
+
+
+def test_a_hung_trainer_is_killed_with_every_threads_stack_said(tmp_path):
+    """The runner's hang net on a real hung process: SIGABRT makes Python's faulthandler write each thread's
+    stack to the trainer's stderr; the note names where each thread waited."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.faults.runner import kill_and_dump
+
+    code = ("import threading, time\n"
+            "def waits_on_the_lock(lock):\n    lock.acquire(); lock.acquire()\n"
+            "threading.Thread(target=waits_on_the_lock, args=(threading.Lock(),), daemon=True).start()\n"
+            "def sleeps_forever():\n    print('ready', flush=True); time.sleep(3600)\n"
+            "sleeps_forever()\n")
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=err, text=True,
+                                env={**os.environ, "PYTHONFAULTHANDLER": "1"}, start_new_session=True)
+        assert proc.stdout.readline().strip() == "ready"
+        said = kill_and_dump(proc, log)
+    assert proc.returncode == -6
+    assert "sleeps_forever (<string>:6) < <module> (<string>:7)" in said
+    assert "waits_on_the_lock (<string>:3)" in said
