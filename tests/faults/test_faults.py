@@ -85,6 +85,9 @@ class Rows(dict):
 #: where the bounds were 0.1 s and failed a run that lost and waited for nothing).
 NO_WAIT_S = 1.0
 SUMMED_WAIT_S = 2.5
+#: a standalone user-code run exits this soon after its close (the fluent run's end, then the interpreter's
+#: teardown of TF, both slower under load)
+EXIT_AFTER_CLOSE_S = 8.0
 
 
 def _scenario(name):
@@ -132,8 +135,9 @@ def test_user_code_row(rows, name):
         # The target is close + 2 s. Measured here with the suite's trainers on 2 cores: up to
         # close + 3.3 s from the loop's last call to the exit (the end of the fluent run, then the
         # interpreter's teardown of TF, cut by exits.exit_with(teardown=...)); the old code held the exit for
-        # the whole flush_timeout or, with a user's leftover thread, indefinitely.
-        assert row.exit_s <= row.close_s + 5.0, (row.exit_s, row.close_s)
+        # the whole flush_timeout or, with a user's leftover thread, indefinitely. EXIT_AFTER_CLOSE_S leaves
+        # the machine's load room and stays under that 20 s.
+        assert row.exit_s <= row.close_s + EXIT_AFTER_CLOSE_S, (row.exit_s, row.close_s)
 
 
 def _twin(sc):
