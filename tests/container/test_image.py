@@ -18,7 +18,25 @@ from tests.container.conftest import DEFAULT_BASE, REPO
 from tests.harness.vertex_local import LocalVertex
 from tests.tfx.conftest import history_steps, mlflow_run
 
+#: the first test to take a product image (test_cloudbuild's tag-build test takes the stand-ins before these,
+#: with a limit of its own) may build every base's stand-in and product image, and pytest-timeout counts the
+#: fixtures' setup: from nothing, 14 min at full priority, ~31 min niced beside make test's other two suites;
+#: each build has its own 3000 s limit (conftest). Cached by recipe hash afterwards: seconds.
+IMAGE_TESTS_TIMEOUT = 4800
+
 TOOLS = Path(os.environ.get("TR_TOOLS_VENV", "/nonexistent")) / "bin"
+
+
+def test_concurrent_builds_report_their_own_seconds():
+    """The stand-in and product builds run all at once; each base's seconds are its own, not those of the
+    slowest base waited for before it."""
+    from tests.container.conftest import _all_at_once
+
+    results = _all_at_once({"slow": (["sleep", "2"], {}), "quick": (["sh", "-c", "echo built"], {}),
+                            "failed": (["sh", "-c", "exit 3"], {})}, timeout=30)
+    assert results["slow"][0] == 0 and results["slow"][2] >= 2.0
+    assert results["quick"][:2] == (0, "built\n") and results["quick"][2] < 1.5
+    assert results["failed"][0] == 3
 
 
 def test_hadolint_is_clean():
@@ -45,7 +63,7 @@ def test_dockerfile_has_no_buildkit_only_syntax():
 
 @pytest.mark.slow
 @pytest.mark.docker
-@pytest.mark.timeout(2700)  # the first of these builds the stand-in base (~4 min here, cold)
+@pytest.mark.timeout(IMAGE_TESTS_TIMEOUT)
 def test_structure_tests_pass(product_image):
     """The shared structure tests, and this base's own (its TFX, its lock), as cloudbuild.yaml runs them."""
     out = subprocess.run([str(TOOLS / "container-structure-test"), "test", "--driver", "docker",
@@ -61,7 +79,7 @@ def test_structure_tests_pass(product_image):
 
 @pytest.mark.slow
 @pytest.mark.docker
-@pytest.mark.timeout(2700)
+@pytest.mark.timeout(IMAGE_TESTS_TIMEOUT)
 def test_a_tfx_version_without_a_lock_is_refused_at_build_time(standin_base):
     """`--build-arg TFX_VERSION` picks the base's lock; a version no lock is made for fails the build with
     the locks there are, not with an image that reinstalls another TFX's pins over the base. (A base of that
@@ -87,7 +105,7 @@ def _docker_run(*args, timeout=900):
 
 @pytest.mark.slow
 @pytest.mark.docker
-@pytest.mark.timeout(2700)  # the first of these builds the stand-in base (~4 min here, cold)
+@pytest.mark.timeout(IMAGE_TESTS_TIMEOUT)
 def test_standalone_training_inside_the_container(product_image, mlflow_server, tmp_path):
     experiment = f"img-{uuid.uuid4().hex[:8]}"
     out = _docker_run("-v", f"{REPO / 'examples'}:/work/examples:ro", "-v", f"{tmp_path}:/out",
@@ -108,7 +126,7 @@ def test_standalone_training_inside_the_container(product_image, mlflow_server, 
 
 @pytest.mark.slow
 @pytest.mark.docker
-@pytest.mark.timeout(2700)
+@pytest.mark.timeout(IMAGE_TESTS_TIMEOUT)
 def test_keras_3_as_the_default_keras_inside_the_container(product_image, mlflow_server, tmp_path):
     """With TF_USE_LEGACY_KERAS=0 (Keras 3 for tf.keras too, as for users who leave tf-keras), a Keras 3 fit
     in the image is tracked: the runtime's epochs and steps, and the user's own fluent metric, on every base."""
@@ -130,7 +148,7 @@ def test_keras_3_as_the_default_keras_inside_the_container(product_image, mlflow
 
 @pytest.mark.slow
 @pytest.mark.docker
-@pytest.mark.timeout(2700)
+@pytest.mark.timeout(IMAGE_TESTS_TIMEOUT)
 @pytest.mark.parametrize("wiring", ["custom_executor_spec", "default_commands"])
 def test_vertex_executor_path_inside_the_container(product_image, wiring, mlflow_server, interactions, tmp_path,
                                                     monkeypatch):
@@ -178,7 +196,7 @@ GRACE = 10  # Vertex's is 30 s; the runtime's default sigterm_grace 25 s. Shorte
 
 @pytest.mark.slow
 @pytest.mark.docker
-@pytest.mark.timeout(2700)
+@pytest.mark.timeout(IMAGE_TESTS_TIMEOUT)
 def test_sigterm_during_an_outage_inside_the_container(product_image, fault_proxy, tmp_path):
     """Vertex's preemption inside the image: the server goes down mid-training, then SIGTERM. The runtime
     closes inside the grace and exits 143; the status says killed, tracking degraded, and the points the
@@ -222,7 +240,7 @@ def test_sigterm_during_an_outage_inside_the_container(product_image, fault_prox
 
 @pytest.mark.slow
 @pytest.mark.docker
-@pytest.mark.timeout(2700)
+@pytest.mark.timeout(IMAGE_TESTS_TIMEOUT)
 def test_tfx_trainer_executor_tests_pass_with_tracked_executor(product_image, mlflow_server, tmp_path):
     """TFX's own Trainer executor tests (from the tfx wheel the base carries, with its testdata) run with
     TrackedExecutor in place of GenericExecutor: each test's Do trains, exports, and is one FINISHED run."""
