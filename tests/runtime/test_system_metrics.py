@@ -26,24 +26,35 @@ class Recorder:
         self.logged.append((dict(metrics), step, prefix))
 
 
-def test_without_a_gpu_the_sampler_runs_and_says_why_there_are_no_gpu_metrics(caplog):
+def test_the_sampler_on_this_machines_own_nvml(caplog):
+    """The real NVML of the machine the suite runs on. Without a driver (this project's CI): GPU metrics
+    off, saying NVML's own words, and none made up. With a driver and devices (a GPU machine, the device
+    check): MLflow's monitor samples ``gpu_<i>_*`` for each device."""
     import pynvml  # nvidia-ml-py is in every lock (test_installed_env_equals_the_lock)
 
     try:
         pynvml.nvmlInit()
-        pytest.fail("this test expects a machine without an NVIDIA driver; NVML initialized here")
     except pynvml.NVMLError as exc:
-        expected = str(exc)
+        devices, why = 0, f"NVML did not initialize: Failed to initialize NVML, skip logging GPU metrics: {exc}"
+    else:
+        devices = pynvml.nvmlDeviceGetCount()
+        pynvml.nvmlShutdown()
+        why = None if devices else "NVML found no GPU device"
     caplog.set_level(logging.INFO, "trainer_runtime.tracking.system_metrics")
     sampler = system_metrics.SystemMetrics(Recorder(), 60)
     sampler.sample()
     status = sampler.stop()
-    assert status["gpu"] is False and "gpu_devices" not in status
-    assert status["gpu_off"] == f"NVML did not initialize: Failed to initialize NVML, skip logging GPU metrics: {expected}"
     keys = sampler._logger.logged[0][0]
-    assert keys and not [k for k in keys if k.startswith("gpu")], "no GPU metric is made up"
+    gpu_keys = sorted(k for k in keys if k.startswith("gpu"))
     said = [r.getMessage() for r in caplog.records]
-    assert said == [f"system metrics every 60s, without GPU metrics: {status['gpu_off']}"]
+    if devices:
+        assert status == {"interval": 60, "samples": 1, "gpu": True, "gpu_devices": devices}
+        assert {f"gpu_{i}_utilization_percentage" for i in range(devices)} <= set(gpu_keys), gpu_keys
+        assert said == [f"system metrics every 60s, with {devices} GPU(s)"]
+    else:
+        assert status["gpu"] is False and "gpu_devices" not in status and status["gpu_off"] == why
+        assert keys and gpu_keys == [], "no GPU metric is made up"
+        assert said == [f"system metrics every 60s, without GPU metrics: {why}"]
 
 
 def test_without_nvidia_ml_py_it_says_so(monkeypatch):
@@ -61,6 +72,8 @@ def _scripted_nvml(devices: int) -> types.ModuleType:
 
     nvml.NVMLError = NVMLError
     nvml.nvmlInit = lambda: None
+    nvml.shutdowns = []
+    nvml.nvmlShutdown = lambda: nvml.shutdowns.append("nvmlShutdown")
     nvml.nvmlDeviceGetCount = lambda: devices
     nvml.nvmlDeviceGetHandleByIndex = lambda i: f"gpu{i}"
     nvml.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(used=40e9, total=80e9)
@@ -94,3 +107,6 @@ def test_with_nvml_the_gpus_are_sampled_by_mlflows_monitor_and_none_found_is_sai
         assert [r.getMessage() for r in caplog.records] == ["system metrics every 5s, with 1 GPU(s)"]
     else:
         assert status["gpu"] is False and status["gpu_off"] == "NVML found no GPU device" and gpu == {}
+    assert nvml.shutdowns == ["nvmlShutdown"], "NVML's initialization is undone, once (at 0 devices, at once)"
+    sampler.stop()
+    assert nvml.shutdowns == ["nvmlShutdown"]

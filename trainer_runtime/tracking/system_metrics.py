@@ -43,8 +43,19 @@ def gpu_monitor() -> tuple[Any | None, str | None]:
     except Exception as exc:  # noqa: BLE001 - NVML's own error says why (no driver library, no device)
         return None, f"NVML did not initialize: {_first_line(exc)}"
     if not monitor.num_gpus:
+        _shutdown_nvml()
         return None, "NVML found no GPU device"
     return monitor, None
+
+
+def _shutdown_nvml() -> None:
+    """Undo the monitor's ``nvmlInit`` (NVML counts them). Never raises: the run does not depend on it."""
+    try:
+        import pynvml
+
+        pynvml.nvmlShutdown()
+    except Exception as exc:  # noqa: BLE001 - NVML's own error; nothing is left to release
+        log.debug("nvmlShutdown: %s", exc)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -73,6 +84,7 @@ class SystemMetrics:
             log.info("system metrics every %gs, without GPU metrics: %s", interval, self.gpu_off)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._nvml_released = False
 
     def start(self) -> "SystemMetrics":
         for monitor in self._monitors:  # psutil's first cpu_percent() is a baseline, not a reading
@@ -105,6 +117,9 @@ class SystemMetrics:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=max(0.0, timeout))
+        if self.gpu_devices and not self._nvml_released and not (self._thread and self._thread.is_alive()):
+            self._nvml_released = True  # a thread still sampling keeps NVML: the process's end releases it
+            _shutdown_nvml()
         found: dict[str, Any] = {"interval": self.interval, "samples": self.samples, "gpu": self.gpu_devices > 0}
         if self.gpu_devices:
             found["gpu_devices"] = self.gpu_devices
