@@ -150,9 +150,9 @@ def _ideal(config, uri, fit, callbacks, base, workdir, marks):
     return None
 
 
-def _mlflow(config, uri, fit, callbacks, base, workdir, marks):
+def _in_mlflow_run(config, uri, marks, fit) -> str:
+    """``fit()`` inside a plain MLflow run: ``start_run``, then ``end_run`` FINISHED (FAILED if it raised)."""
     import mlflow
-    from mlflow.tensorflow import MlflowCallback
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(EXPERIMENT)
@@ -160,34 +160,35 @@ def _mlflow(config, uri, fit, callbacks, base, workdir, marks):
     marks["run_id"] = run.info.run_id
     status = "FAILED"
     try:
+        fit()
+        status = "FINISHED"
+    finally:
+        mlflow.end_run(status)  # with synchronous=False calls: waits for MLflow's async queue to drain
+    return run.info.run_id
+
+
+def _mlflow(config, uri, fit, callbacks, base, workdir, marks):
+    """MLflow's own Keras callback, ``MlflowCallback``, per epoch or every n steps."""
+    from mlflow.tensorflow import MlflowCallback
+
+    def with_callback():
         if config.every_n_steps:
             callbacks.append(MlflowCallback(log_every_epoch=False, log_every_n_steps=config.every_n_steps))
         else:
             callbacks.append(MlflowCallback())
         fit()
-        status = "FINISHED"
-    finally:
-        mlflow.end_run(status)
-    return run.info.run_id
+
+    return _in_mlflow_run(config, uri, marks, with_callback)
 
 
 def _mlflow_fluent(config, uri, fit, callbacks, base, workdir, marks, synchronous=None):
     """A custom loop on MLflow's fluent API: ``start_run``, ``log_metric`` per metric per step, ``end_run``."""
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(EXPERIMENT)
-    run = mlflow.start_run(run_name=config.name)
-    marks["run_id"] = run.info.run_id
-    status = "FAILED"
-    try:
+    def with_fluent_calls():
         marks["fluent"] = configs.fluent_callback(base, synchronous)
         callbacks.append(marks["fluent"])
         fit()
-        status = "FINISHED"
-    finally:
-        mlflow.end_run(status)  # with synchronous=False: waits for MLflow's async queue to drain
-    return run.info.run_id
+
+    return _in_mlflow_run(config, uri, marks, with_fluent_calls)
 
 
 def _mlflow_fluent_async(config, uri, fit, callbacks, base, workdir, marks):

@@ -90,6 +90,19 @@ def render(results: dict[str, Any], source: str, sink_results: dict[str, Any] | 
     return "\n".join(lines) + "\n"
 
 
+def _points(r: dict, duplicates_are: str) -> str:
+    """The points cell: present / expected, and the duplicates (what they are, in ``duplicates_are``)."""
+    if r["points_expected"] is None:
+        return "—"
+    points = f"{r['points_present']:,} / {r['points_expected']:,}"
+    return points + (f" (+{r['duplicates']:,} {duplicates_are})" if r["duplicates"] else "")
+
+
+def _failed_fits(rows: dict[str, dict]) -> list[str]:
+    errors = [f"{r['label']}: {e}" for r in rows.values() for e in r["errors"]]
+    return ["", "Failed fits: " + "; ".join(errors[:5])] if errors else []
+
+
 def _overhead(rows: dict[str, dict], results: dict, notes: dict[str, str]) -> list[str]:
     if not any(r["n"] for r in rows.values()):
         return ["", "## Overhead", "", "Not run."]
@@ -105,11 +118,9 @@ def _overhead(rows: dict[str, dict], results: dict, notes: dict[str, str]) -> li
         r = rows.get(config.name)
         if not r or not r["n"]:
             continue
-        points = "—" if r["points_expected"] is None else f"{r['points_present']:,} / {r['points_expected']:,}"
+        points = _points(r, "duplicate rows")
         # Per point only where points dominate: with per-epoch logging the run's fixed costs do.
         every_step = config.every_n_steps == 1
-        if r["duplicates"]:
-            points += f" (+{r['duplicates']:,} duplicate rows)"
         lines.append(
             f"| {r['label']} | {_spread(r['fit_s'])} | {_pct(r['fit_vs_none']) if config.name != 'none' else '—'} "
             f"| {_spread(r['run_total_vs_none'], '{:.2f}×') if config.name != 'none' else '1×'} "
@@ -119,9 +130,7 @@ def _overhead(rows: dict[str, dict], results: dict, notes: dict[str, str]) -> li
             f"| {num(r['extra_client_cpu_us_per_point'] if every_step else None, '{:.0f}')} "
             f"| {num(r['background_us_per_point'] if every_step else None, '{:.0f}')} "
             f"| {_spread(r['server_cpu_s'])} | {points} |")
-    errors = [f"{r['label']}: {e}" for r in rows.values() for e in r["errors"]]
-    if errors:
-        lines += ["", "Failed fits: " + "; ".join(errors[:5])]
+    lines += _failed_fits(rows)
     for name, note in notes.items():
         ratio = (rows.get(name) or {}).get("run_total_vs_none")
         if note and ratio:
@@ -160,9 +169,7 @@ def _sink(sunk: dict, raw: dict, own_run: bool) -> list[str]:
         r = rows.get(config.name)
         if not r or not r["n"]:
             continue
-        points = "—" if r["points_expected"] is None else f"{r['points_present']:,} / {r['points_expected']:,}"
-        if r["duplicates"]:  # rows the sink received at a (key, step) the run already had
-            points += f" (+{r['duplicates']:,} at a (key, step) already received)"
+        points = _points(r, "at a (key, step) already received")  # rows the sink had at that (key, step)
         every_step = config.every_n_steps == 1
         lines.append(
             f"| {r['label']} | {_spread(r['fit_s'])} | {_pct(r['fit_vs_none']) if config.name != 'none' else '—'} "
@@ -172,9 +179,7 @@ def _sink(sunk: dict, raw: dict, own_run: bool) -> list[str]:
             f"| {num(r['extra_client_cpu_us_per_point'] if every_step else None, '{:.0f}')} "
             f"| {num(r['background_us_per_point'] if every_step else None, '{:.0f}')} "
             f"| {_spread(r['server_cpu_s'])} | {points} |")
-    errors = [f"{r['label']}: {e}" for r in rows.values() for e in r["errors"]]
-    if errors:
-        lines += ["", "Failed fits: " + "; ".join(errors[:5])]
+    lines += _failed_fits(rows)
     if sunk.get("unknown_calls"):
         lines += ["", "Calls the sink did not know (answered 404 ENDPOINT_NOT_FOUND): "
                   + ", ".join(f"`{k}` ×{v}" for k, v in sorted(sunk["unknown_calls"].items())) + "."]
