@@ -107,8 +107,8 @@ lock: | $(UV)
 		echo "==> locked $$(grep -c '^[A-Za-z]' bases/tfx-$$v/requirements.lock) packages on TFX $$v" || exit 1; \
 	done
 
-# Three pytest processes at once. The fault suite (tests/faults) spends most of its ~23 minutes
-# waiting on outages and paced epochs; the container suite (tests/container) first builds every
+# Three pytest processes at once. The fault suite (tests/faults) spends most of its ~34 minutes (beside
+# the other two) waiting on outages and paced epochs; the container suite (tests/container) first builds every
 # base's stand-in and product image (downloads and installs, cached by recipe hash), then runs its
 # per-base tests; the rest is the main suite. With PYTEST_ARGS, exactly what they name runs.
 FAULT_LOG := $(CACHE_DIR)/fault-suite.log
