@@ -89,10 +89,10 @@ def evidence(row: Row) -> str:
     status = row.status or {}
     tracking = {k: v for k, v in (status.get("tracking") or {}).items() if k not in ("spool_dir", "spool_uri")}
     said = []
-    for path in row.files:
-        if Path(path).name == "stderr.log":
-            lines = Path(path).read_text(errors="replace").splitlines()
-            said = [line[:200] for line in lines if " WARNING " in line or " ERROR " in line][-4:]
+    logs = sorted((p for p in row.files if Path(p).name == "stderr.log"), key=len)
+    if logs:  # the trainer's own (the row's folder), not a Vertex task's below it
+        lines = Path(logs[0]).read_text(errors="replace").splitlines()
+        said = [line[:200] for line in lines if " WARNING " in line or " ERROR " in line][-4:]
     return (f"tracking {tracking}; close_s {row.close_s}; exit_s {row.exit_s}; logging {status.get('logging')}; "
             f"timestamps {status.get('timestamps')}; notes {row.notes}; the trainer's last warnings {said}")
 
