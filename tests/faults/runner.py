@@ -43,6 +43,8 @@ class Shared:
     gcs_proxy: Any = None
     gcs_emulator: str | None = None
     gcs_bucket: str | None = None
+    #: MLflow servers of the scenarios that have their own (``Scenario.own_server``), stopped with the session
+    servers: list = field(default_factory=list)
 
 
 @dataclass
@@ -66,6 +68,11 @@ class Scenario:
     #: runs by itself, after the others: its load (20 processes importing TensorFlow at once on 2 cores)
     #: would measure itself in the timing rows beside it
     alone: bool = False
+    #: talks to an MLflow server of its own, not the shared one: SQLite takes one writer at a time, and a
+    #: replay of ~126,000 points in 1,000-metric batches held the shared server's database for minutes
+    #: (stop 25's CI: 136 `database is locked`, and the rows beside it read-timed out for 90 s on a healthy
+    #: server)
+    own_server: bool = False
 
     @property
     def slug(self) -> str:
@@ -93,6 +100,8 @@ class Row:
     notes: list[str] = field(default_factory=list)
     status: dict | None = None
     run_id: str | None = None
+    #: the MLflow server the row's run is on
+    mlflow_url: str | None = None
     files: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
@@ -109,7 +118,11 @@ class Run:
         self.spool_dir = str(self.dir / "spool")
         self.marks_path = self.dir / "marks.jsonl"
         self.experiment = f"faults-{scenario.slug}-{uuid.uuid4().hex[:6]}"
-        self.proxy_proc, self.proxy_url = servers.start_fault_proxy(self.dir, shared.mlflow_url,
+        self.mlflow_url = shared.mlflow_url
+        if scenario.own_server:
+            server, self.mlflow_url = servers.start_mlflow(self.dir / "mlflow")
+            shared.servers.append(server)
+        self.proxy_proc, self.proxy_url = servers.start_fault_proxy(self.dir, self.mlflow_url,
                                                                     shared.public_key, scenario.auth)
         self.proxy = Control(f"{self.proxy_url}/__proxy__")
         if scenario.faults:
@@ -324,7 +337,8 @@ def measure(run: Run) -> Row:
     if sc.tracker == "mlflow":
         row.close_s = row.exit_s  # MLflow's end_run happens inside the process's last seconds
     on_server: set = set()
-    client = _client(run.shared.mlflow_url)
+    row.mlflow_url = run.mlflow_url
+    client = _client(run.mlflow_url)
     if row.run_id:
         info = client.get_run(row.run_id)
         row.run_status = info.info.status

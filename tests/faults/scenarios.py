@@ -114,7 +114,7 @@ def many_at_once(run: Run) -> None:
 def count_runs(run: Run, row) -> None:
     from mlflow import MlflowClient
 
-    client = MlflowClient(run.shared.mlflow_url)
+    client = MlflowClient(run.mlflow_url)
     experiments = [e for e in client.search_experiments() if e.name == run.experiment]
     runs = client.search_runs([experiments[0].experiment_id], max_results=100) if experiments else []
     row.extra["runs"] = {"experiments": len(experiments), "runs": len(runs),
@@ -224,7 +224,7 @@ def user_replay_twice(run: Run, row) -> None:
     replay_twice(run, row)
     if row.run_id:
         row.extra["replay"]["artifacts_on_server"] = len(artifact_paths_on_server(
-            MlflowClient(run.shared.mlflow_url), row.run_id, set(ARTIFACTS)))
+            MlflowClient(run.mlflow_url), row.run_id, set(ARTIFACTS)))
 
 
 def user_replay_shipped(run: Run, row) -> None:
@@ -277,7 +277,7 @@ def user_code_scenarios() -> list[Scenario]:
                          "(standalone)", down_from_step(20), epochs=burst_steps, epoch_seconds=PACE, loop=True,
                          env={**env, "FAULT_USER": "burst"},
                          expect=dict(stage="completed", exit_code=0, tracking="degraded", close_budget=fit),
-                         after=user_replay_twice, timeout=burst_steps * PACE + 900))
+                         after=user_replay_twice, timeout=burst_steps * PACE + 900, own_server=True))
     for name, drive, steps, user in (
             ("outage 10 s mid-training", outage(10, after_epoch=20), steps_for(10), ""),
             ("outage 60 s mid-training", outage(60, after_epoch=20), steps_for(60), ""),

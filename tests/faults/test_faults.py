@@ -41,24 +41,33 @@ def rows(tmp_path_factory, mlflow_server, test_keys, interactions, metadata_serv
     shared = Shared(mlflow_server.url, tmp_path_factory.mktemp("faults"), test_keys["public"],
                     interactions=interactions, metadata=metadata_server, gcs_proxy=gcs_fault_proxy_server,
                     gcs_emulator=gcs_emulator_server.url, gcs_bucket=BUCKET)
-    ordered = sorted((i for i in range(len(SCENARIOS)) if not SCENARIOS[i].alone),
-                     key=lambda i: -SCENARIOS[i].epochs * SCENARIOS[i].epoch_seconds)
     workers = int(os.environ.get("TR_FAULT_WORKERS", "8"))
     results = Rows()
+    try:
+        futures = _run_all(shared, workers)
+        for i in range(len(SCENARIOS)):
+            try:
+                results[NAMES[i]] = futures[i].result()
+            except Exception as exc:  # that row's tests fail with it; every other row is still checked
+                results.failed[NAMES[i]] = exc
+        if os.environ.get("TR_WRITE_RELIABILITY") == "1" and not ONLY and not results.failed:
+            reliability.DOC.write_text(reliability.render([results[name] for name in NAMES], FLUSH_TIMEOUT))
+        yield results
+    finally:  # the MLflow servers of the rows that had their own (their runs are read until the end)
+        for server in shared.servers:
+            server.stop()
+
+def _run_all(shared: Shared, workers: int) -> dict:
+    """Every scenario, longest first, ``workers`` at a time; then each ``alone`` one by itself."""
+    ordered = sorted((i for i in range(len(SCENARIOS)) if not SCENARIOS[i].alone),
+                     key=lambda i: -SCENARIOS[i].epochs * SCENARIOS[i].epoch_seconds)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {i: pool.submit(lambda s: run_scenario(prepare(s, shared), shared), SCENARIOS[i])
                    for i in ordered}
     with ThreadPoolExecutor(max_workers=1) as pool:  # then each `alone` scenario by itself
         futures.update({i: pool.submit(lambda s: run_scenario(prepare(s, shared), shared), SCENARIOS[i])
                         for i in range(len(SCENARIOS)) if SCENARIOS[i].alone})
-    for i in range(len(SCENARIOS)):
-        try:
-            results[NAMES[i]] = futures[i].result()
-        except Exception as exc:  # that row's tests fail with it; every other row is still checked
-            results.failed[NAMES[i]] = exc
-    if os.environ.get("TR_WRITE_RELIABILITY") == "1" and not ONLY and not results.failed:
-        reliability.DOC.write_text(reliability.render([results[name] for name in NAMES], FLUSH_TIMEOUT))
-    return results
+    return futures
 
 
 class RowDidNotRun(Exception):
@@ -196,14 +205,13 @@ def test_no_secret_anywhere(rows, mlflow_server):
     status file, spool, or MLflow param or tag."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(mlflow_server.url)
     hits = []
     for row in rows.values():
         for path in row.files:
             if SECRET in Path(path).read_text(errors="replace"):
                 hits.append(path)
         if row.run_id:
-            data = client.get_run(row.run_id).data
+            data = MlflowClient(row.mlflow_url or mlflow_server.url).get_run(row.run_id).data
             if any(SECRET in str(v) for v in [*data.params.values(), *data.tags.values()]):
                 hits.append(f"run {row.run_id}")
     assert hits == []
