@@ -151,6 +151,53 @@ def test_sigterm_marks_the_run_killed(mlflow_server, tmp_path):
     assert MlflowClient(mlflow_server.url).get_run(status["run_id"]).info.status == "KILLED"
 
 
+def test_a_stop_the_user_code_swallowed_still_stops_the_training(mlflow_server, tmp_path):
+    """SIGTERM lands inside a bare ``except:`` (tf-keras 2.16 builds a Sequential model in one) and the
+    training goes on: the next fit stops it anyway, the run closes KILLED and the process exits 143 (it
+    trained its 20 epochs to the end, exit 0, before)."""
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRAINER_RUNTIME_"))}
+    env.update(PYTHONPATH=str(USER_CODE), MLFLOW_TRACKING_URI=mlflow_server.url, TF_USE_LEGACY_KERAS="1",
+               TF_CPP_MIN_LOG_LEVEL="3", TRAINER_RUNTIME_STATUS_DIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, str(REPO / "entrypoint.py"), "run", "keras_pkg.swallows_stop:main"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "building"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert "the stop was swallowed" in out, (out, err[-2000:])
+    assert proc.returncode == 143 and "trained to the end" not in err, err[-3000:]
+    assert "stopping it again as a fit began" in err
+    status = json.loads((tmp_path / "mlflow_status.json").read_text())
+    assert status["stage"] == "killed" and status["error"]["type"] == "Killed", status
+    from mlflow import MlflowClient
+
+    assert MlflowClient(mlflow_server.url).get_run(status["run_id"]).info.status == "KILLED"
+
+
+def test_a_stop_the_user_code_turned_into_another_error_is_still_a_kill(mlflow_server, tmp_path):
+    """SIGTERM, and the code it interrupted raises a TypeError of its own instead of the stop: the run was
+    killed (143, KILLED), and the status names what the code raised (exit 4, a user-code failure, before)."""
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRAINER_RUNTIME_"))}
+    env.update(PYTHONPATH=str(USER_CODE), MLFLOW_TRACKING_URI=mlflow_server.url,
+               TRAINER_RUNTIME_STATUS_DIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, str(REPO / "entrypoint.py"), "run",
+                             "keras_pkg.swallows_stop:converts_the_stop"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "training"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-3000:]
+    status = json.loads((tmp_path / "mlflow_status.json").read_text())
+    assert (status["stage"], status["exit_code"], status["error"]["type"]) == ("killed", 143, "Killed"), status
+    assert status["error"]["message"] == "stopped by SIGTERM; the code it interrupted then raised TypeError"
+    from mlflow import MlflowClient
+
+    assert MlflowClient(mlflow_server.url).get_run(status["run_id"]).info.status == "KILLED"
+
+
 def test_doctor_without_a_credential_skips_the_server_checks(metadata, auth_proxy, tmp_path):
     metadata.control.set(fail_status=500)
     out = cli("doctor", "--auth", "google", "--status-dir", str(tmp_path),

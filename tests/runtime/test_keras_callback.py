@@ -272,3 +272,35 @@ def test_step_logging_under_each_keras(module_name, new_run):
     logger.close(Deadline(30))
     assert _steps(client, run_id, "step/loss") == [2, 4, 6]
     assert _steps(client, run_id, "loss") == [0, 1]
+
+
+def test_an_epoch_after_an_ignored_stop_is_logged_then_the_training_stops():
+    """The callback's safe points ask the session's signal state: an epoch that ended after a swallowed
+    SIGTERM keeps its metrics (queued first), then the stop is raised again; a step too."""
+    from trainer_runtime.core.errors import Killed
+
+    class Queue:
+        def __init__(self):
+            self.logged = []
+
+        def log_metrics(self, values, step, prefix=""):
+            self.logged.append((step, prefix, dict(values)))
+
+    stops = []
+
+    def stop_check(where):
+        if stops:
+            raise Killed(15)
+
+    logger = Queue()
+    core = CallbackCore(logger, every_n_steps=1, stop_check=stop_check)
+    core.epoch_end(0, {"loss": 1.0})
+    stops.append("SIGTERM")
+    with pytest.raises(Killed):
+        core.batch_end({"loss": 0.5})
+    with pytest.raises(Killed):
+        core.epoch_end(1, {"loss": 0.5})
+    assert [step for step, prefix, _ in logger.logged if not prefix] == [0, 1]
+    with pytest.raises(Killed):
+        core.train_begin({"epochs": 2}, None)
+    assert core.fits == 0

@@ -53,6 +53,18 @@ def test_decide_maps_every_ending(name, exc, expected):
         assert decided.error["exit_code"] == decided.exit_code, "the status says the code the process exits with"
 
 
+def test_an_error_after_a_stop_signal_is_a_kill_that_names_the_error():
+    error = UserCodeError("main raised AssertionError: Concurrent access?", hint="fix it")
+    error.__cause__ = AssertionError("Concurrent access?")
+    decided = outcome.decide(error, stopped_by=signal.SIGTERM)
+    assert (decided.stage, decided.mlflow_status, decided.exit_code) == ("killed", "KILLED", 143)
+    assert decided.error["type"] == "Killed" and decided.error["fault"] == "platform"
+    assert decided.error["message"] == ("stopped by SIGTERM; the code it interrupted then raised "
+                                        "AssertionError: Concurrent access?")
+    assert outcome.decide(None, stopped_by=signal.SIGTERM).stage == "completed", "it trained to the end"
+    assert outcome.decide(Killed(signal.SIGINT), stopped_by=signal.SIGTERM).exit_code == 130
+
+
 def test_every_stage_has_one_mlflow_status():
     assert {stage: outcome.mlflow_status(stage) for stage in ("completed", "failed", "killed")} == {
         "completed": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
@@ -91,6 +103,47 @@ def test_a_signal_while_closing_only_shortens_the_close():
     assert sig.received_at == clock.now
     with pytest.raises(Killed):
         signals.SignalState(clock).handle(signal.SIGTERM)
+
+
+def test_a_stop_caught_by_the_training_is_raised_again_until_the_close_begins():
+    """The first SIGTERM's Killed was caught where it landed (a bare ``except:``): a second signal raises
+    again, and so does the next safe point of the training; once the close began, neither does."""
+    clock = FakeClock()
+    sig = signals.SignalState(clock)
+    sig.raise_if_ignored("an epoch ended")  # no signal yet: nothing
+    with pytest.raises(Killed):
+        sig.handle(signal.SIGTERM)
+    first = sig.received_at
+    clock.now += 3.0
+    with pytest.raises(Killed) as again:
+        sig.handle(signal.SIGINT)
+    assert again.value.exit_code == 143 and sig.received_at == first, "the grace runs from the first signal"
+    with pytest.raises(Killed):
+        sig.raise_if_ignored("an epoch ended")
+    assert sig.ignored == 2
+    sig.closing()
+    sig.handle(signal.SIGTERM)
+    sig.raise_if_ignored("an epoch ended")
+
+
+def test_a_safe_point_off_the_main_thread_raises_nothing():
+    import threading
+
+    sig = signals.SignalState(FakeClock())
+    with pytest.raises(Killed):
+        sig.handle(signal.SIGTERM)
+    raised = []
+
+    def other():
+        try:
+            sig.raise_if_ignored("a step ended")
+        except Killed as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert raised == []
 
 
 def test_exit_with_raises_the_outcomes_code():

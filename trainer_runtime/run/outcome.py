@@ -51,12 +51,26 @@ def error_record(exc: BaseException) -> dict[str, Any]:
             "fault": "platform", "exit_code": wrapped.exit_code, "traceback": _traceback_tail(exc)}
 
 
-def decide(exc: BaseException | None) -> Outcome:
-    """Map how the run ended to its outcome. ``None`` means it returned normally."""
+def decide(exc: BaseException | None, stopped_by: int | None = None) -> Outcome:
+    """Map how the run ended to its outcome. ``None`` means it returned normally.
+
+    ``stopped_by``: the stop signal received before the training ended, if one was. A training that
+    then ends with any error was killed: the signal's ``Killed`` lands wherever the main thread is, and
+    the code there may turn it into something else (measured in the TFX 1.16 image: TF's C++ layer
+    raised a bare ``TypeError``, ``tf_stack``'s ``__exit__`` an ``AssertionError: Concurrent access?``).
+    """
     if exc is None:
         return Outcome("completed", 0)
     if isinstance(exc, KeyboardInterrupt):
         exc = Killed(2)
+    if stopped_by is not None and not isinstance(exc, Killed):
+        killed = Killed(stopped_by)
+        record = error_record(killed)
+        shown = exc.__cause__ if isinstance(exc, UserCodeError) and exc.__cause__ else exc
+        record["message"] = redact(f"{killed.message}; the code it interrupted then raised "
+                                   f"{type(shown).__name__}: {shown}".rstrip(": "))[:1000]
+        record["traceback"] = _traceback_tail(shown)
+        return Outcome("killed", killed.exit_code, record)
     if isinstance(exc, Killed):
         return Outcome("killed", exc.exit_code, error_record(exc))
     if isinstance(exc, SystemExit):

@@ -51,6 +51,8 @@ class ReplicaContext:
     logger: NullLogger = field(default_factory=NullLogger)
     extra_status: dict[str, Any] = field(default_factory=dict)
     progress_source: Any = None
+    #: the session sets it; no callback calls it here
+    stop_check: Any = None
     run_id: None = None
     tracks: bool = False
 

@@ -80,11 +80,12 @@ def run_session(load_config: Callable[[], RuntimeConfig], train: Callable[[Any],
                            if config.sources.get("beam_log_level") != "default" else None)
                 reporter = part.reporter(config)
                 ctx = part.open(config, reporter)
+                ctx.stop_check = sig.raise_if_ignored
                 _PROCESS.active = ctx if role.is_chief else None
                 result = part.training(train)(ctx)
             except BaseException as exc:  # noqa: B036 - every ending is decided, recorded and returned
                 sig.closing()
-                decided = outcome.decide(exc)
+                decided = outcome.decide(exc, stopped_by=sig.signum if sig.received_at is not None else None)
                 log.error("%s %s: %s", "run" if role.is_chief else f"replica {role.name}", decided.stage, exc)
                 part.close(reporter or part.fallback(exc), decided, _budget(config, sig, deps))
                 if sig.received_at is not None and deps.exit_after_signal:

@@ -6,6 +6,12 @@ forwarder), and restores the previous ones afterwards. Vertex sends SIGTERM and
 kills the task about 30 s later, so the first signal starts the grace budget
 that the close must fit in; a repeated signal while the run is closing is
 logged and ignored, so it cannot abort the cleanup.
+
+``Killed`` is raised wherever the main thread is, and code there may catch it: tf-keras 2.16 builds
+a ``Sequential`` model inside a bare ``except:``, so a SIGTERM that lands there was swallowed and the
+training went on until Vertex's SIGKILL, with no close (measured in the 1.16 image). So until the
+close begins, a repeated signal raises again, and the training's safe points (the Keras callback: a
+fit begins, an epoch ends) call ``SignalState.raise_if_ignored``, which raises it again there.
 """
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ class SignalState:
         self.received_at: float | None = None
         self.installed = False
         self._closing = False
+        #: how many times the training went on after the stop and was stopped again
+        self.ignored = 0
 
     def closing(self) -> None:
         """From now on a signal only shortens the close to the grace budget; it raises nothing."""
@@ -39,15 +47,33 @@ class SignalState:
 
     def handle(self, signum: int, frame: object = None) -> None:
         name = signal.Signals(signum).name
-        if self.received_at is not None or self._closing:
+        if self._closing:
             if self.received_at is None:
                 self.signum, self.received_at = signum, self._clock()
             log.warning("%s received while the run is closing; ignored (the close is bounded by the "
                         "grace budget)", name)
             return
+        if self.received_at is not None:  # the first one's Killed was caught: the training went on
+            self.ignored += 1
+            log.warning("%s received again while the training still runs; stopping it again", name)
+            raise Killed(self.signum or signum)
         self.signum, self.received_at = signum, self._clock()
         log.warning("%s received: stopping training and closing the run", name)
         raise Killed(signum)
+
+    def raise_if_ignored(self, where: str = "") -> None:
+        """A safe point of the training (``where``: e.g. "an epoch ended"): raise ``Killed`` again if a
+        stop signal came before and the training went on anyway (the code it interrupted caught the
+        ``Killed``). Nothing before a signal, once the close began, or off the main thread."""
+        if self.received_at is None or self._closing or self.signum is None \
+                or threading.current_thread() is not threading.main_thread():
+            return
+        self.ignored += 1
+        if self.ignored == 1:
+            log.warning("the training went on after %s (the code it interrupted caught the stop, e.g. a bare "
+                        "`except:`); stopping it again%s", signal.Signals(self.signum).name,
+                        f" as {where}" if where else "")
+        raise Killed(self.signum)
 
 
 @contextlib.contextmanager

@@ -164,6 +164,9 @@ class TrackingContext:
     extra_status: dict[str, Any] = field(default_factory=dict)
     #: what the training reports as progress (the Keras callback's core), for the heartbeat.
     progress_source: Any = None
+    #: called at the training's safe points (the Keras callback); raises when a stop signal came and the
+    #: training went on (``signals.SignalState.raise_if_ignored``, set by the session)
+    stop_check: Any = None
     #: extra fields for mlflow_info.json, rewritten at the close (e.g. the registered model_version).
     extra_info: dict[str, Any] = field(default_factory=dict)
     #: the run's system-metrics sampler (``system_metrics.SystemMetrics``), stopped by the close.

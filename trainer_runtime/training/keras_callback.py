@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from trainer_runtime.tracking.logger import to_float
 
@@ -34,9 +34,12 @@ def _float_or_raw(value: Any) -> Any:
 class CallbackCore:
     """Shared by every callback instance of one run (so epochs continue across fit calls)."""
 
-    def __init__(self, logger: Any, every_n_steps: int = 0) -> None:
+    def __init__(self, logger: Any, every_n_steps: int = 0,
+                 stop_check: Callable[[str], None] | None = None) -> None:
         self.logger = logger
         self.every_n_steps = every_n_steps
+        #: raises when a stop signal came and the training went on (``SignalState.raise_if_ignored``)
+        self.stop_check = stop_check or (lambda where: None)
         self.epoch_offset = 0
         #: the lowest step the next epoch may take: epoch steps only ever go forward
         self.next_epoch_step = 0
@@ -70,6 +73,7 @@ class CallbackCore:
         self.global_step = max(self.global_step, global_step)
 
     def train_begin(self, params: dict[str, Any], model: Any) -> None:
+        self.stop_check("a fit began")
         self.fits += 1
         self.epochs_seen = 0
         prefix = "keras." if self.fits == 1 else f"keras.fit{self.fits}."
@@ -91,6 +95,7 @@ class CallbackCore:
             # The raw values (tensors, often; log_metrics copies the dict): the writer thread converts them.
             self.logger.log_metrics(logs, self.global_step, prefix="step/")
         self.seconds += time.perf_counter() - started
+        self.stop_check("a step ended")
 
     def epoch_end(self, epoch: int, logs: dict[str, Any] | None) -> None:
         started = time.perf_counter()
@@ -114,6 +119,7 @@ class CallbackCore:
                 self._mine[key] = step
             self.logger.log_metrics(values, step)
         self.seconds += time.perf_counter() - started
+        self.stop_check("an epoch ended")
 
     def overhead(self) -> dict[str, float]:
         """Training-thread time spent in the callback, for the status file."""

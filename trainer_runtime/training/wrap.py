@@ -36,7 +36,7 @@ def train_with_callback(ctx: TrackingContext, fn, *args, every_n_steps: int = 0)
     """
     if not getattr(ctx, "tracks", True):
         return call_user(fn, *args)
-    core = CallbackCore(ctx.logger, every_n_steps)
+    core = CallbackCore(ctx.logger, every_n_steps, stop_check=getattr(ctx, "stop_check", None))
     core.resume(ctx.resume_epoch_step, ctx.resume_global_step)
     ctx.progress_source = core
     try:
