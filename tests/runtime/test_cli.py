@@ -198,6 +198,34 @@ def test_a_stop_the_user_code_turned_into_another_error_is_still_a_kill(mlflow_s
     assert MlflowClient(mlflow_server.url).get_run(status["run_id"]).info.status == "KILLED"
 
 
+@pytest.mark.parametrize("target, grace", [("swallows_then_loops", 10), ("cleans_up_then_stops", 25)])
+def test_a_stop_is_delivered_again_while_the_training_goes_on(mlflow_server, tmp_path, target, grace):
+    """A loop that swallowed the SIGTERM and has no safe point gets the signal again a fifth of the grace
+    after it (2 s of 10), and stops (it looped its 60 s to the end, exit 0, before); code that cleans up for
+    1 s and lets the stop go on is not interrupted (5 s of 25)."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRAINER_RUNTIME_"))}
+    env.update(PYTHONPATH=str(USER_CODE), MLFLOW_TRACKING_URI=mlflow_server.url,
+               TRAINER_RUNTIME_STATUS_DIR=str(tmp_path), TRAINER_RUNTIME_SIGTERM_GRACE=str(grace))
+    proc = subprocess.Popen([sys.executable, str(REPO / "entrypoint.py"), "run", f"keras_pkg.swallows_stop:{target}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "training"
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=90)
+    exited_after = time.monotonic() - signalled
+    assert proc.returncode == 143, err[-3000:]
+    status = json.loads((tmp_path / "mlflow_status.json").read_text())
+    assert (status["stage"], status["error"]["type"]) == ("killed", "Killed"), status
+    if target == "swallows_then_loops":
+        assert "the stop was swallowed" in out and "looped to the end" not in err
+        assert "stopping it again" in err and exited_after < grace, (exited_after, err[-2000:])
+    else:
+        assert "cleaned up" in out and "stopping it again" not in err, err[-2000:]
+
+
 def test_doctor_without_a_credential_skips_the_server_checks(metadata, auth_proxy, tmp_path):
     metadata.control.set(fail_status=500)
     out = cli("doctor", "--auth", "google", "--status-dir", str(tmp_path),

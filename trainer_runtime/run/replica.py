@@ -53,6 +53,7 @@ class ReplicaContext:
     progress_source: Any = None
     #: the session sets it; no callback calls it here
     stop_check: Any = None
+    training_left: Any = None
     run_id: None = None
     tracks: bool = False
 

@@ -76,11 +76,12 @@ def run_session(load_config: Callable[[], RuntimeConfig], train: Callable[[Any],
         try:
             try:
                 config = load_config()
+                sig.set_grace(config.sigterm_grace)
                 logs.setup(config.log_format, deps.env, beam_level=config.beam_log_level
                            if config.sources.get("beam_log_level") != "default" else None)
                 reporter = part.reporter(config)
                 ctx = part.open(config, reporter)
-                ctx.stop_check = sig.raise_if_ignored
+                ctx.stop_check, ctx.training_left = sig.raise_if_ignored, sig.training_left
                 _PROCESS.active = ctx if role.is_chief else None
                 result = part.training(train)(ctx)
             except BaseException as exc:  # noqa: B036 - every ending is decided, recorded and returned

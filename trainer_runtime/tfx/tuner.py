@@ -83,6 +83,8 @@ class TrackedTunerExecutor(stock.Executor):
             try:
                 call_user(tuner.search, **result.fit_kwargs)
             except BaseException as exc:  # a signal or a failure mid-trial: end that trial's run too
+                if tracking.training_left:
+                    tracking.training_left()  # ending the trial is ours: a stop is not raised in it again
                 trials.abandon(outcome.decide(exc).mlflow_status)
                 raise
             finally:

@@ -167,6 +167,8 @@ class TrackingContext:
     #: called at the training's safe points (the Keras callback); raises when a stop signal came and the
     #: training went on (``signals.SignalState.raise_if_ignored``, set by the session)
     stop_check: Any = None
+    #: called when the training's code returned or raised (``signals.SignalState.training_left``)
+    training_left: Any = None
     #: extra fields for mlflow_info.json, rewritten at the close (e.g. the registered model_version).
     extra_info: dict[str, Any] = field(default_factory=dict)
     #: the run's system-metrics sampler (``system_metrics.SystemMetrics``), stopped by the close.

@@ -34,14 +34,21 @@ def train_with_callback(ctx: TrackingContext, fn, *args, every_n_steps: int = 0)
     On a replica that is not the chief of a distributed training (``ctx`` is a
     ``replica.ReplicaContext``) the user code runs as it is: no callback, no run.
     """
+    left = getattr(ctx, "training_left", None) or (lambda: None)
     if not getattr(ctx, "tracks", True):
-        return call_user(fn, *args)
+        try:
+            return call_user(fn, *args)
+        finally:
+            left()
     core = CallbackCore(ctx.logger, every_n_steps, stop_check=getattr(ctx, "stop_check", None))
     core.resume(ctx.resume_epoch_step, ctx.resume_global_step)
     ctx.progress_source = core
     try:
         with keras_hook.installed(core), fluent_run(ctx, core):
-            return call_user(fn, *args)
+            try:
+                return call_user(fn, *args)
+            finally:
+                left()
     finally:
         if core.final_metrics:
             ctx.extra_status["final_metrics"] = core.final_metrics

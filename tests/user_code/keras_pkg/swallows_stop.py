@@ -8,8 +8,8 @@ import time
 def build_model():
     import tf_keras as keras
 
-    print("building", flush=True)
-    try:
+    try:  # announced inside the try: the test's signal may come as soon as the line is out
+        print("building", flush=True)
         time.sleep(60)  # the test's SIGTERM lands here
     except:  # noqa: E722 - what the library does
         print("the stop was swallowed", flush=True)
@@ -32,11 +32,34 @@ def main():
 def converts_the_stop():
     """The stop lands in code that turns it into another error, the way TF's C++ layer raised a bare
     ``TypeError`` (the Killed it interrupted lost on the way) in the 1.16 image."""
-    print("training", flush=True)
     interrupted = False
     try:
+        print("training", flush=True)
         time.sleep(60)
     except BaseException:  # noqa: B036 - what the library does
         interrupted = True
     if interrupted:
         raise TypeError()
+
+
+def swallows_then_loops():
+    """The stop is swallowed, then a loop with no Keras in it goes on (no safe point ever comes)."""
+    try:
+        print("training", flush=True)
+        time.sleep(60)
+    except:  # noqa: E722
+        print("the stop was swallowed", flush=True)
+    for _ in range(600):
+        time.sleep(0.1)
+    print("looped to the end", file=sys.stderr, flush=True)
+
+
+def cleans_up_then_stops():
+    """Preemption-aware code: on the stop it saves something for a second, then lets the stop go on."""
+    try:
+        print("training", flush=True)
+        time.sleep(60)
+    except BaseException:  # noqa: B036
+        time.sleep(1.0)
+        print("cleaned up", flush=True)
+        raise
