@@ -150,7 +150,9 @@ class Run:
             time.sleep(0.05)
         raise TimeoutError(f"{self.scenario.name}: no {what} after {timeout:.0f}s")
 
-    def wait_epoch(self, epoch: int, timeout: float = 300.0) -> dict:
+    def wait_epoch(self, epoch: int, timeout: float = 600.0) -> dict:
+        # 600 s: a loaded CI machine took over 300 s to the executor wiring's step 20 (TFX's pipeline to
+        # the Trainer, then autolog's fits); the row's own timeout still says when a trainer hung
         return self.wait(lambda: next((m for m in self.marks() if m.get("epoch") == epoch), None),
                          timeout, f"epoch {epoch}")
 

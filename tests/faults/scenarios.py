@@ -68,9 +68,16 @@ def sigkill(run: Run) -> None:
     run.send(signal.SIGKILL)
 
 
+#: seconds a row's `trainer-runtime replay` may keep sending (its default is 300): the rows check that a backlog
+#: lands exactly once, not the server's pace; a loaded CI machine's SQLite server took ~110,000 of the burst
+#: row's ~126,000 points in two 300 s replays
+REPLAY_TIMEOUT = 1200
+
+
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "trainer_runtime.commands.cli", *args], capture_output=True, text=True,
-                          timeout=600, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                          timeout=REPLAY_TIMEOUT + 300, cwd=str(REPO),
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
 
 def replay_twice(run: Run, row) -> None:
@@ -78,7 +85,7 @@ def replay_twice(run: Run, row) -> None:
     from tests.faults.runner import measure
 
     for label in ("replay", "replay again"):
-        done = cli("replay", run.status_dir)
+        done = cli("replay", run.status_dir, "--timeout", str(REPLAY_TIMEOUT))
         again = measure(run)
         row.extra[label] = {"exit_code": done.returncode, "out": done.stdout.strip()[-300:],
                             "on_server": again.on_server, "in_spool": again.in_spool, "lost": again.lost,
@@ -92,7 +99,7 @@ def stale_then_replay(run: Run, row) -> None:
     time.sleep(5.0)  # > 2 x the 2 s heartbeat interval
     shown = cli("status", run.status_dir)
     row.extra["status_cmd"] = {"exit_code": shown.returncode, "out": shown.stdout[-600:]}
-    done = cli("replay", run.spool_dir)
+    done = cli("replay", run.spool_dir, "--timeout", str(REPLAY_TIMEOUT))
     again = measure(run)
     row.extra["replay"] = {"exit_code": done.returncode, "out": done.stdout.strip()[-300:],
                            "on_server": again.on_server, "lost": again.lost, "run_status": again.run_status}
@@ -231,7 +238,7 @@ def user_replay_shipped(run: Run, row) -> None:
     """After a SIGKILL: replay what was shipped beside the status (the local spool is gone)."""
     from tests.faults.runner import measure
 
-    done = cli("replay", run.status_dir)
+    done = cli("replay", run.status_dir, "--timeout", str(REPLAY_TIMEOUT))
     again = measure(run)
     row.extra["replay"] = {"exit_code": done.returncode, "out": done.stdout.strip()[-300:],
                            "on_server": again.on_server, "in_spool": again.in_spool, "lost": again.lost,
