@@ -126,6 +126,18 @@ def test_a_stop_caught_by_the_training_is_raised_again_until_the_close_begins():
     sig.raise_if_ignored("an epoch ended")
 
 
+def test_once_the_training_gave_the_stop_back_only_a_first_signal_raises():
+    """After the training's code returned or raised, the runtime's own code runs: a repeated signal is not
+    raised in it, a first one still is (as before there was any redelivery)."""
+    sig = signals.SignalState(FakeClock())
+    sig.training_left()
+    with pytest.raises(Killed):
+        sig.handle(signal.SIGTERM)
+    sig.handle(signal.SIGTERM)
+    sig.raise_if_ignored("an epoch ended")
+    assert sig.ignored == 0
+
+
 def test_a_safe_point_off_the_main_thread_raises_nothing():
     import threading
 

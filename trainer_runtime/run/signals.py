@@ -53,7 +53,8 @@ class SignalState:
 
     def training_left(self) -> None:
         """The training's code returned or raised: what runs from here to the close is the runtime's
-        own (a chief reading its replicas' endings, a Tuner ending its trial), never stopped again."""
+        own (a chief reading its replicas' endings, a Tuner ending its trial), never stopped again (a
+        first signal still stops it, as it always did)."""
         self._left = True
 
     def set_grace(self, grace: float) -> None:
@@ -61,7 +62,7 @@ class SignalState:
 
     def handle(self, signum: int, frame: object = None) -> None:
         name = signal.Signals(signum).name
-        if self._closing or self._left:
+        if self._closing or (self._left and self.received_at is not None):
             if self.received_at is None:
                 self.signum, self.received_at = signum, self._clock()
             log.warning("%s received while the run is closing; ignored (the close is bounded by the "
